@@ -1,0 +1,63 @@
+"""ProGRPO's Advantage Re-weighting Mechanism (ARM), as pure tensor functions.
+
+Shapes: P prompts, G completions per prompt, N = P * G rows, T tokens per row.
+
+    A_i   = (R_i - mean(R)) / (std(R) + 1e-6)                          GRPO, within the group
+    c(q)  = exp(mean_t log pi(q_t | q_<t))                             prompt confidence (1/perplexity)
+    c(o|q)= exp(mean_{t in T_low} log pi(o_t | q, o_<t))               answer confidence, T_low = the
+            ceil(rho * |o|) completion tokens with the lowest log-probability
+    A~_i  = A_i                                   if no completion of the group is correct
+          = A_i + alpha * (c(q) - c(o_i|q))        otherwise
+
+Over-confident correct paths (c(o|q) > c(q)) get a smaller advantage, under-explored ones a larger
+one; in all-correct groups, where GRPO's A_i is 0, the confidence term is the only signal.
+Confidences are constants: callers pass tensors computed under no_grad.
+"""
+from fractions import Fraction
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool = True) -> torch.Tensor:
+    """GRPO advantages (P, G) from rewards (P, G). scale=False is Dr.GRPO's mean-only version."""
+    adv = rewards - rewards.mean(dim=1, keepdim=True)
+    if scale:  # sample std (divides by G - 1), torch's default and TRL's
+        adv = adv / (rewards.std(dim=1, keepdim=True) + 1e-6)
+    return adv
+
+
+def answer_confidence(logp: torch.Tensor, mask: torch.Tensor, low_frac: float = 0.2) -> torch.Tensor:
+    """c(o|q) (N,) from completion log-probs and mask (N, T): the exp of the mean log-prob over the
+    ceil(low_frac * length) lowest-log-prob real tokens (at least 1). Padding never counts."""
+    lengths = mask.sum(dim=1).long()  # (N,)
+    # ceil(rho * len) in exact rational arithmetic: 0.2 * 15 is 3.0000000000000004 in floats.
+    rho = Fraction(str(low_frac))
+    k = ((lengths * rho.numerator + rho.denominator - 1) // rho.denominator).clamp(min=1)  # (N,)
+    ranked = logp.float().masked_fill(mask == 0, float("inf")).sort(dim=1).values  # ascending, pads last
+    take = torch.arange(logp.shape[1], device=logp.device)[None, :] < k[:, None]  # (N, T)
+    mean_low = torch.where(take, ranked, 0.0).sum(dim=1) / k  # divides by |T_low| per row
+    return mean_low.exp()
+
+
+def prompt_confidence(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """c(q) (P,) from prompt-token log-probs and mask (P, T): 1 / perplexity over the tokens that
+    have a predecessor (the caller's mask). A prompt with no such token gets c(q) = 1."""
+    mask = mask.float()
+    return ((logp.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).exp()
+
+
+def reweight(adv: torch.Tensor, correct: torch.Tensor, answer_conf: torch.Tensor,
+             prompt_conf: torch.Tensor, alpha: float, groups: str = "any-correct") -> torch.Tensor:
+    """A~ (P, G). correct (P, G) bool, answer_conf (P, G) or (N,), prompt_conf (P,).
+    groups="any-correct": shift every group with at least one correct completion (the paper);
+    groups="mixed": only groups with some but not all correct."""
+    P, G = adv.shape
+    n_correct = correct.sum(dim=1)  # (P,)
+    if groups == "any-correct":
+        shifted = n_correct > 0
+    elif groups == "mixed":
+        shifted = (n_correct > 0) & (n_correct < G)
+    else:
+        raise ValueError(f"groups must be 'any-correct' or 'mixed', got {groups!r}")
+    shift = alpha * (prompt_conf.view(P, 1) - answer_conf.view(P, G))  # (P, G)
+    return adv + torch.where(shifted[:, None], shift.to(adv.dtype), 0.0)

@@ -1,0 +1,71 @@
+"""ARM and GRPO advantages on hand-computed numbers."""
+import math
+
+import pytest
+import torch
+
+import arm
+
+
+def test_group_advantages_sample_std():
+    # mean 0.5, sample std sqrt((4 * 0.25) / 3) = 0.57735: A = +-0.5 / (0.57735 + 1e-6)
+    A = arm.group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
+    a = 0.5 / (math.sqrt(1 / 3) + 1e-6)
+    assert torch.allclose(A[0], torch.tensor([a, -a, -a, a]))
+    assert torch.equal(A[1], torch.zeros(4))  # all-correct: GRPO gives nothing
+    assert torch.equal(arm.group_advantages(torch.tensor([[1.0, 0.0]]), scale=False), torch.tensor([[0.5, -0.5]]))
+
+
+def test_answer_confidence_takes_lowest_ceil_fraction():
+    logp = -torch.arange(1, 16, dtype=torch.float32)[None] / 10  # 15 tokens: -0.1 .. -1.5
+    mask = torch.ones(1, 15)
+    # 20% of 15 is exactly 3 tokens (float arithmetic says 3.0000000000000004 -> 4): -1.3, -1.4, -1.5
+    assert math.isclose(arm.answer_confidence(logp, mask, 0.2).item(), math.exp(-1.4), rel_tol=1e-6)
+    # 0.3 * 10 = 3 exactly as well (floats: 3.0000000000000004)
+    assert math.isclose(arm.answer_confidence(logp[:, :10], mask[:, :10], 0.3).item(), math.exp(-0.9), rel_tol=1e-6)
+    # 21% of 15 = 3.15 -> 4 tokens
+    assert math.isclose(arm.answer_confidence(logp, mask, 0.21).item(), math.exp(-1.35), rel_tol=1e-6)
+
+
+def test_answer_confidence_excludes_padding_and_takes_at_least_one():
+    logp = torch.tensor([[-0.5, -2.0, -0.1, -9.0, -9.0],
+                         [-0.7, -9.0, -9.0, -9.0, -9.0]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    c = arm.answer_confidence(logp, mask, 0.2)  # ceil(0.6) = 1 and ceil(0.2) = 1 token
+    assert torch.allclose(c, torch.tensor([math.exp(-2.0), math.exp(-0.7)]))
+
+
+def test_prompt_confidence_is_inverse_perplexity():
+    logp = torch.tensor([[-1.0, -2.0, -3.0, -50.0], [-0.2, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert torch.allclose(arm.prompt_confidence(logp, mask), torch.tensor([math.exp(-2.0), math.exp(-0.2)]))
+
+
+# Three groups of G = 2: all wrong, mixed, all correct. c(q) = 0.5 everywhere, alpha = 2.
+ADV = torch.tensor([[0.0, 0.0], [0.7, -0.7], [0.0, 0.0]])
+CORRECT = torch.tensor([[False, False], [True, False], [True, True]])
+C_O = torch.tensor([0.9, 0.1, 0.9, 0.2, 0.8, 0.3])  # (N,), rows grouped by prompt
+C_Q = torch.tensor([0.5, 0.5, 0.5])
+
+
+def test_reweight_any_correct():
+    out = arm.reweight(ADV, CORRECT, C_O, C_Q, alpha=2.0)
+    expected = torch.tensor([[0.0, 0.0],  # all wrong: untouched
+                             [0.7 + 2 * (0.5 - 0.9), -0.7 + 2 * (0.5 - 0.2)],
+                             [2 * (0.5 - 0.8), 2 * (0.5 - 0.3)]])  # all correct: exactly the confidence term
+    assert torch.allclose(out, expected)
+
+
+def test_reweight_mixed_skips_all_correct_groups():
+    out = arm.reweight(ADV, CORRECT, C_O, C_Q, alpha=2.0, groups="mixed")
+    assert torch.allclose(out[1], torch.tensor([0.7 - 0.8, -0.7 + 0.6]))
+    assert torch.equal(out[[0, 2]], ADV[[0, 2]])
+
+
+def test_alpha_zero_is_grpo():
+    assert torch.equal(arm.reweight(ADV, CORRECT, C_O, C_Q, alpha=0.0), ADV)
+
+
+def test_reweight_rejects_unknown_group_rule():
+    with pytest.raises(ValueError, match="groups"):
+        arm.reweight(ADV, CORRECT, C_O, C_Q, alpha=1.0, groups="all")
