@@ -1,0 +1,257 @@
+"""What the trainer (progrpo.py) and the evaluator (eval.py) share: model loading, the built-in
+demo model and task, data sets, the prompt format, sampling, and per-token log-probs.
+
+Shapes: N rows (= P prompts x G samples), L prompt tokens (left-padded), T completion tokens.
+"""
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import kernels
+import rewards
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+# name: (hub path, config, split, file under --data-dir, question fields, answer fields).
+# The first field present in a row is used; answers are reduced to the final answer (see gold()).
+TASKS = {  # training sets
+    "gsm8k": ("openai/gsm8k", "main", "train", "gsm8k/train.jsonl", ("question",), ("answer",)),
+    "math": ("DigitalLearningGmbH/MATH-lighteval", "default", "train", None, ("problem",), ("solution",)),
+    "dapo": ("open-r1/DAPO-Math-17k-Processed", "en", "train", None, ("prompt",), ("solution",)),
+}
+BENCHMARKS = {  # evaluation sets, laid out as ../shared/data under --data-dir
+    "math500": ("HuggingFaceH4/MATH-500", None, "test", "math500/test.jsonl", ("problem",), ("answer",)),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train", "aime24/test.jsonl", ("problem",), ("answer",)),
+    "amc23": ("math-ai/amc23", None, "test", "amc23/test.jsonl", ("question", "problem"), ("answer",)),
+    "gsm8k": ("openai/gsm8k", "main", "test", "gsm8k/test.jsonl", ("question",), ("answer",)),
+    "minerva_math": ("math-ai/minervamath", None, "test", "minerva_math/test.jsonl",
+                     ("question", "problem"), ("answer", "solution")),
+    "olympiadbench": ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "olympiadbench/test.jsonl",
+                      ("question",), ("final_answer",)),
+}
+# Third-party noise on CPU: bitsandbytes looks for an optional hub kernel on AVX512-BF16 machines and
+# warns when it is absent; peft calls a transformers method that v5 renamed.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+QWEN = re.compile(r"Qwen2\.5-(Math-)?(0\.5|1\.5|3|7|14|32|72)B(-Instruct)?")
+
+
+@dataclass
+class Task:
+    name: str
+    rows: list  # [{"question": str, "answer": str}], answer = the final answer only
+    grade: Callable[[str, str], tuple]  # (completion, gold) -> (reward, status), see rewards.grade
+    extract: Callable[[str], object]  # completion -> normalised final answer or None
+    instruction: str = INSTRUCTION
+
+
+# ---------------------------------------------------------------------------------------------
+# The offline demo: a tiny random-weight Qwen2 and a toy task with several correct answers.
+DEMO_TARGETS = range(2, 10)  # "sum 7" -> any two digits a b with a + b = 7: S + 1 correct answers
+
+
+def demo_task() -> Task:
+    rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
+    grade = lambda completion, target: (r := rewards.pair_reward(completion, target), "correct" if r else "wrong")
+    return Task("demo", rows, grade, rewards.extract_pair, instruction="")
+
+
+def tiny_model():
+    """A 2-layer Qwen2 with random weights and a word-level tokenizer, both built in code."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    words = ["<pad>", "<eos>", "sum", *map(str, range(10))]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                  unk_token="<pad>")
+    config = Qwen2Config(vocab_size=len(words), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64, tie_word_embeddings=True, initializer_range=0.1,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    with torch.random.fork_rng():  # the same base weights for every --seed: seeds vary the RL only
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(config)
+    return model, tok
+
+
+# ---------------------------------------------------------------------------------------------
+def resolve_model(name: str) -> str:
+    """'Qwen2.5-1.5B' -> 'Qwen/Qwen2.5-1.5B'; 'tiny', hub ids ('org/name') and folders pass through."""
+    if name == "tiny":
+        return name
+    if QWEN.fullmatch(name):
+        return f"Qwen/{name}"
+    if "/" in name or Path(name).is_dir():
+        return name
+    raise SystemExit(f"error: unknown model {name!r}: use 'tiny', a Qwen2.5 alias such as "
+                     f"'Qwen2.5-1.5B' or 'Qwen2.5-Math-7B-Instruct', a hub id 'org/name' or a local folder")
+
+
+def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: int = 16,
+               lora_alpha: int = 32, lora_targets: str = "all-linear", adapter: str = "",
+               gradient_checkpointing: bool = False):
+    """(peft model, tokenizer). LoRA on a frozen base (NF4 4-bit when asked); `adapter` loads a
+    saved LoRA adapter (peft format) instead of a fresh one."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if name == "tiny":
+        model, tok = tiny_model()
+        model.to(device)
+    else:
+        hub_id = resolve_model(name)
+        quant = None
+        if load_in_4bit:
+            quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        try:
+            tok = AutoTokenizer.from_pretrained(hub_id)
+            model = AutoModelForCausalLM.from_pretrained(
+                hub_id, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+                quantization_config=quant, device_map={"": device})
+        except OSError as e:  # unknown id, no network, gated repository
+            raise SystemExit(f"error: cannot load model {hub_id!r}: {str(e).splitlines()[0]}") from None
+    tok.padding_side = "left"  # prompts end where generation starts
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        targets = lora_targets if lora_targets == "all-linear" else lora_targets.split(",")
+        model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    for m in model.modules():  # bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights into a path
+        if hasattr(m, "support_avx512bf16_for_cpu"):  # without LoRA gradients after generate()
+            m.support_avx512bf16_for_cpu = False
+    return model, tok
+
+
+# ---------------------------------------------------------------------------------------------
+def gold(value) -> str:
+    """The final answer from a data set's answer field: a list (OlympiadBench) gives its first item,
+    a number its shortest form (27.0 -> '27'), a worked solution its \\boxed{} or '#### x' answer."""
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return rewards.extract_answer(text) or text.strip("$ ")
+
+
+def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
+    """Map raw rows to {"question", "answer"}; a row that cannot be mapped stops with its number."""
+    out = []
+    for i, row in enumerate(rows):
+        if limit and len(out) == limit:
+            break
+        q = next((row[f] for f in question_fields if row.get(f) not in (None, "")), None)
+        a = next((row[f] for f in answer_fields if row.get(f) not in (None, "", [])), None)
+        if q is None or a is None:
+            missing = "/".join(question_fields if q is None else answer_fields)
+            raise SystemExit(f"error: {source}: row {i} has no field {missing!r} (fields: {sorted(row)})")
+        out.append({"question": str(q), "answer": gold(a)})
+    return out
+
+
+def read_jsonl(path) -> list:
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: data file {path} not found")
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) -> list:
+    """Problems of a named set from `table` (TASKS or BENCHMARKS): from data_dir when given, else the hub."""
+    if name not in table:
+        raise SystemExit(f"error: unknown data set {name!r}; known: {', '.join(table)}")
+    hub, config, split, file, qf, af = table[name]
+    if data_dir:
+        if file is None:
+            raise SystemExit(f"error: {name!r} has no local layout; drop --data-dir to use the hub")
+        source = Path(data_dir) / file
+        return read_rows(source, read_jsonl(source), qf, af, limit)
+    import datasets
+    try:
+        rows = datasets.load_dataset(hub, config, split=split)
+    except (OSError, ValueError, ConnectionError) as e:  # offline, unknown id or split
+        raise SystemExit(f"error: cannot load {hub} from the hub ({type(e).__name__}); "
+                         f"use --data-dir with a local copy") from None
+    return read_rows(hub, rows, qf, af, limit)
+
+
+def math_task(name: str, rows: list) -> Task:
+    return Task(name, rows, rewards.grade, rewards.extract_answer)
+
+
+def format_prompt(tok, question: str, instruction: str = INSTRUCTION) -> str:
+    """The chat template when the tokenizer has one, else the bare question and instruction."""
+    text = f"{question}\n{instruction}".strip()
+    if tok.chat_template:
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                       add_generation_prompt=True)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Rollout:
+    seqs: torch.Tensor  # (N, L + T) prompt (left-padded) + completion (right-padded)
+    attn: torch.Tensor  # (N, L + T) 1 on real tokens
+    mask: torch.Tensor  # (N, T) 1 on completion tokens up to and including the first EOS
+    prompt_len: int  # L
+    texts: list  # N decoded completions
+
+
+def eos_ids(model, tok) -> list:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    return sorted(set(ids) | {tok.eos_token_id})
+
+
+@torch.no_grad()
+def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 1.0) -> Rollout:
+    """n completions for each prompt (rows grouped by prompt: row p * n + i)."""
+    from transformers import GenerationConfig
+
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    ids, attn = enc.input_ids.repeat_interleave(n, 0), enc.attention_mask.repeat_interleave(n, 0)
+    stop = eos_ids(model, tok)
+    # A full config, so that the model's own defaults (Qwen's top_k=20, repetition penalty) stay out.
+    config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
+                              top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+                              eos_token_id=stop, pad_token_id=tok.pad_token_id)
+    was_training = model.training
+    model.eval()
+    out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+    model.train(was_training)
+    completion = out[:, ids.shape[1]:]  # (N, T)
+    is_eos = torch.isin(completion, torch.tensor(stop, device=completion.device)).long()
+    mask = ((is_eos.cumsum(1) - is_eos) == 0).long()  # up to and including the first EOS
+    texts = tok.batch_decode(completion * mask + tok.pad_token_id * (1 - mask), skip_special_tokens=True)
+    return Rollout(out, torch.cat([attn, mask], dim=1), mask, ids.shape[1], texts)
+
+
+def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, temperature: float = 1.0):
+    """log pi(seqs[:, t] | seqs[:, <t]) and the entropy of that next-token distribution for
+    t = start+1 .. end: two (N, L+T-1-start) float32 tensors. The decoder stops at the hidden
+    states; kernels.token_logprobs_entropy applies the frozen lm_head without building the logits."""
+    base = model.get_base_model()
+    pos = (attn.cumsum(1) - 1).clamp(min=0)  # positions as generate() saw them under left padding
+    hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos).last_hidden_state
+    h = hidden[:, start:-1]  # (N, T', H): position t predicts token t + 1
+    N, T, H = h.shape
+    logp, ent = kernels.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,
+                                               seqs[:, start + 1:].reshape(N * T), temperature)
+    return logp.view(N, T), ent.view(N, T)

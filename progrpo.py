@@ -1,0 +1,298 @@
+"""ProGRPO: GRPO with the Advantage Re-weighting Mechanism (ARM), arXiv 2602.05281, in one loop.
+
+Variant: GRPO with group-normalised advantages (sample std), ARM shift
+A~_i = A_i + alpha * (c(q) - c(o_i|q)) on every group with at least one correct completion,
+PPO-style clipped surrogate with asymmetric clipping [1 - 0.2, 1 + 0.28], token-mean over the
+batch, no KL by default, LoRA on a frozen (4-bit NF4 on CUDA) base. See arm.py for the math.
+
+Choices where the paper is silent (each one a flag):
+ 1. std is the sample standard deviation (divides by G - 1), plus 1e-6; --scale-rewards none = Dr.GRPO.
+ 2. |T_low| = ceil(rho * |o|) in exact arithmetic, at least 1 token; padding never counts; EOS counts.
+ 3. c(q) is taken over the prompt tokens that have a predecessor, chat template included, from the
+    same no-grad forward pass that gives the old log-probs (no extra pass).
+ 4. Confidences use pi_old at the sampling temperature; they are constants (no gradient).
+ 5. Groups whose gold answer cannot be parsed are skipped before sampling, and counted.
+ 6. All-correct groups are kept (ARM is their only signal); all-wrong groups keep A_i = 0.
+ 7. Loss: token-mean over all completion tokens of the batch (divides by their count);
+    --loss-agg seq-mean averages each completion first. KL: k3 estimator, reference = the
+    base with the LoRA adapter disabled, --beta 0 by default.
+ 8. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
+ 9. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty, stop at EOS.
+10. alpha = 1.0 by default (see README: the demo experiment).
+
+Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~2 min
+      python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
+      python progrpo.py --resume runs/NAME       # continue a run from its last checkpoint
+"""
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from tqdm import tqdm
+from transformers import HfArgumentParser
+
+import arm
+import common
+
+
+@dataclass
+class Args:
+    model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
+    task: str = ""  # demo | gsm8k | math | dapo; default: demo for the tiny model, gsm8k otherwise
+    data: str = ""  # a local JSON Lines file of problems instead of a named task
+    question_field: str = "question"  # --data: the field holding the problem
+    answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
+    data_dir: str = ""  # read a named task from a folder laid out like ../shared/data, not the hub
+    steps: Optional[int] = None  # optimizer steps on fresh rollouts (default: 300 demo, 500 otherwise)
+    prompts_per_step: Optional[int] = None  # P, prompts per rollout batch (default 8)
+    group_size: Optional[int] = None  # G, completions per prompt (default 8)
+    max_new_tokens: Optional[int] = None  # completion budget (default: 2 demo, 1024 otherwise)
+    lr: Optional[float] = None  # AdamW learning rate for LoRA (default: 1e-3 demo, 1e-5 otherwise)
+    temperature: float = 1.0  # sampling temperature; log-probs use the same one
+    top_p: float = 1.0  # nucleus sampling
+    alpha: float = 1.0  # ARM strength; 0 reproduces plain GRPO exactly
+    arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
+    arm_groups: Literal["any-correct", "mixed"] = "any-correct"  # which groups ARM shifts
+    scale_rewards: Literal["group", "none"] = "group"  # divide by the group std (GRPO) or not (Dr.GRPO)
+    clip_low: float = 0.2  # ratio clipped below at 1 - clip_low
+    clip_high: float = 0.28  # ratio clipped above at 1 + clip_high
+    loss_agg: Literal["token-mean", "seq-mean"] = "token-mean"  # how token losses are averaged
+    beta: float = 0.0  # KL(pi || ref) coefficient, k3 estimator; ref = base without the adapter
+    updates_per_batch: int = 1  # optimizer steps per rollout batch (>1: off-policy, clipping matters)
+    micro_batch: int = 0  # rows per forward/backward (0: the whole batch at once)
+    max_grad_norm: float = 1.0  # gradient clipping
+    lora_rank: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+    lora_targets: str = "all-linear"  # comma-separated module names, or all-linear
+    load_in_4bit: bool = True  # NF4 4-bit base on CUDA (ignored on CPU and for the tiny model)
+    gradient_checkpointing: bool = True  # recompute activations in backward (CUDA only)
+    seed: int = 0  # seeds sampling and the prompt order
+    out: str = ""  # run folder (default runs/<model>-<task>-<time>): metrics, config, checkpoints
+    resume: str = ""  # continue the run in this folder from its last checkpoint (its config.json)
+    save_every: int = 50  # checkpoint every N steps (and at the end, and on Ctrl-C)
+    sample_every: int = 20  # print one sampled completion every N steps (0: never)
+    wandb: bool = False  # also log to Weights & Biases (imported only when set)
+
+
+PRESETS = {  # values for the fields left at None above
+    "demo": dict(steps=300, prompts_per_step=8, group_size=8, max_new_tokens=2, lr=1e-3),
+    "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=1024, lr=1e-5),
+}
+
+
+def policy_loss(logp, old_logp, adv, clip_low, clip_high, ref_logp=None, beta=0.0):
+    """Per-token loss and clip indicator, both (N, T). logp/old_logp/ref_logp (N, T), adv (N,)."""
+    ratio = (logp - old_logp).exp()
+    a = adv[:, None]
+    loss = -torch.min(ratio * a, ratio.clamp(1 - clip_low, 1 + clip_high) * a)
+    clipped = ((ratio > 1 + clip_high) & (a > 0)) | ((ratio < 1 - clip_low) & (a < 0))
+    if beta:  # k3 = exp(ref - logp) - (ref - logp) - 1, an unbiased, positive KL(pi || ref) estimate
+        d = ref_logp - logp
+        loss = loss + beta * (d.exp() - d - 1)
+    return loss, clipped
+
+
+def aggregate(x, mask, how, n_tokens, n_rows):
+    """Sum of a micro-batch's share of the batch mean: token-mean divides by all completion tokens of
+    the batch (n_tokens); seq-mean averages each row over its tokens, then divides by n_rows."""
+    x = x * mask
+    if how == "token-mean":
+        return x.sum() / n_tokens
+    return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_rows
+
+
+def batch_rows(step, P, n, seed):
+    """Indices of step's prompts: a fresh permutation each epoch, a pure function of (step, seed),
+    so a resumed run sees the same prompts as an uninterrupted one."""
+    out = []
+    for pos in range(step * P, (step + 1) * P):
+        epoch, j = divmod(pos, n)
+        out.append(torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))[j].item())
+    return out
+
+
+def save_checkpoint(out: Path, step, model, opt):
+    """Adapter (peft format) + optimizer/step/RNG, written to a temp folder then renamed: a
+    ckpt-* folder is complete or absent. Older checkpoints are removed afterwards."""
+    final, tmp = out / f"ckpt-{step:06d}", out / f".tmp-ckpt-{step:06d}"
+    if final.exists():
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng}, tmp / "state.pt")
+    os.replace(tmp, final)
+    for old in out.glob("ckpt-*"):
+        if old != final:
+            shutil.rmtree(old)
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    if args.resume:  # the run's own config; only --steps may be changed on the command line
+        saved = json.loads((Path(args.resume) / "config.json").read_text()) if (Path(args.resume) / "config.json").is_file() else None
+        if saved is None:
+            raise SystemExit(f"error: --resume {args.resume}: no config.json there")
+        args = replace(Args(**saved), resume=args.resume, out=args.resume, steps=args.steps or saved["steps"])
+    common.resolve_model(args.model)  # fail on a bad name before loading any data
+    args.task = args.task or ("demo" if args.model == "tiny" else "gsm8k")
+    for k, v in PRESETS["demo" if args.task == "demo" else "hub"].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    if args.group_size < 2:
+        raise SystemExit("error: --group-size must be at least 2 (advantages are relative to the group)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+
+    # Data: the toy task, a local file, or a named set (hub or --data-dir).
+    if args.data:
+        rows = common.read_rows(args.data, common.read_jsonl(args.data), (args.question_field,), (args.answer_field,))
+        task = common.math_task(Path(args.data).stem, rows)
+    elif args.task == "demo":
+        task = common.demo_task()
+    else:
+        task = common.math_task(args.task, common.load_problems(args.task, common.TASKS, args.data_dir))
+    P, G = args.prompts_per_step, args.group_size
+
+    # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter.
+    out = Path(args.out or f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    args.out = str(out)
+    ckpts = sorted(out.glob("ckpt-*")) if args.resume else []
+    if args.resume and not ckpts:
+        raise SystemExit(f"error: --resume {out}: no checkpoint (ckpt-*) there")
+    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", args.lora_rank,
+                                   args.lora_alpha, args.lora_targets, str(ckpts[-1]) if ckpts else "",
+                                   args.gradient_checkpointing and device == "cuda")
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    start = 0
+    if ckpts:
+        state = torch.load(ckpts[-1] / "state.pt", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        start = state["step"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(args), indent=1))
+    metrics_path = out / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics_path.open()] if metrics_path.exists() else []
+    history = [m for m in history if m["step"] <= start]  # steps after the checkpoint are redone
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+    print(json.dumps(vars(args)))
+    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out}"
+          + (f" | resuming at step {start}" if start else ""))
+    if args.wandb:
+        import wandb
+        wandb.init(project="progrpo", config=vars(args), name=out.name, resume="allow")
+    mb = args.micro_batch or P * G
+    skipped_gold, t_run, done = 0, time.time(), start
+    bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
+    try:
+        for step in range(start + 1, args.steps + 1):
+            t0 = time.time()
+            # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
+            rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
+            good = [r for r in rows if task.grade("", r["answer"])[1] != "bad_gold"]
+            skipped_gold += len(rows) - len(good)
+            if not good:
+                continue
+            prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
+            ro = common.sample(model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p)
+            L, N = ro.prompt_len, len(ro.texts)
+            graded = [task.grade(text, good[i // G]["answer"]) for i, text in enumerate(ro.texts)]
+            R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
+            correct = R > 0.5
+
+            # 2. Old-policy log-probs of prompt and completion in one no-grad pass: (N, L+T-1).
+            with torch.no_grad():
+                parts = [common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], 0, args.temperature)
+                         for i in range(0, N, mb)]
+                old_all, ent_all = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                ref = None
+                if args.beta:
+                    with model.disable_adapter():
+                        ref = torch.cat([common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1,
+                                                               args.temperature)[0] for i in range(0, N, mb)])
+            old, mask = old_all[:, L - 1:], ro.mask.float()  # (N, T) completion part
+            prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # prompt tokens that have a predecessor
+
+            # 3. Advantages: GRPO within each group, then the ARM shift by confidence.
+            c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G])  # (P,)
+            c_o = arm.answer_confidence(old, mask, args.arm_low_frac)  # (N,)
+            A = arm.group_advantages(R, scale=args.scale_rewards == "group")  # (P, G)
+            A_t = arm.reweight(A, correct, c_o, c_q, args.alpha, args.arm_groups)  # (P, G)
+            adv = A_t.reshape(N).to(old.device)
+
+            # 4. Clipped policy-gradient update(s) on this batch, micro-batch by micro-batch.
+            n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
+            for _ in range(args.updates_per_batch):
+                opt.zero_grad(set_to_none=True)
+                for i in range(0, N, mb):
+                    s = slice(i, i + mb)
+                    logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1, args.temperature)
+                    loss_tok, clipped = policy_loss(logp, old[s], adv[s], args.clip_low, args.clip_high,
+                                                    ref[s] if ref is not None else None, args.beta)
+                    aggregate(loss_tok, mask[s], args.loss_agg, n_tokens, N).backward()
+                    clip_sum += (clipped.float() * mask[s]).sum().item()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                opt.step()
+            done = step  # what a checkpoint saved from here on holds
+
+            # 5. Log: every mean over completion tokens divides by their count; distinct counts per group.
+            groups = correct.sum(1)
+            answers = [{task.extract(ro.texts[p * G + g]) for g in range(G) if correct[p, g]} for p in range(len(good))]
+            solved = [len(a) for a in answers if a]
+            statuses = [s for _, s in graded]
+            m = dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(),
+                     entropy=((ent_all[:, L - 1:] * mask).sum() / n_tokens).item(),
+                     completion_len=mask.sum(1).mean().item(),
+                     clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch),
+                     kl=(((ref - old).exp() - (ref - old) - 1) * mask).sum().item() / n_tokens.item() if args.beta else 0.0,
+                     arm_shift=(A_t - A).abs().mean().item(),
+                     all_correct=(groups == G).float().mean().item(),
+                     mixed=((groups > 0) & (groups < G)).float().mean().item(),
+                     all_wrong=(groups == 0).float().mean().item(),
+                     distinct_correct=sum(solved) / max(len(solved), 1),
+                     no_answer=statuses.count("no_answer"), timeouts=statuses.count("timeout"),
+                     skipped_gold=skipped_gold, seconds=time.time() - t0)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(m) + "\n")
+            history.append(m)
+            if args.wandb:
+                wandb.log(m, step=step)
+            eta = (time.time() - t_run) / (step - start) * (args.steps - step)
+            bar.write(f"step {step:>4}/{args.steps} | reward {m['reward']:.3f} | acc {m['accuracy']:.3f} | "
+                      f"ent {m['entropy']:.3f} | len {m['completion_len']:.1f} | clip {m['clip_frac']:.3f} | "
+                      + (f"kl {m['kl']:.4f} | " if args.beta else "")
+                      + f"ARM |dA| {m['arm_shift']:.3f} all/mixed/none {m['all_correct']:.2f}/{m['mixed']:.2f}/"
+                      f"{m['all_wrong']:.2f} | distinct {m['distinct_correct']:.2f} | {m['seconds']:.2f}s/step | "
+                      f"ETA {eta / 60:.1f}m")
+            if args.sample_every and step % args.sample_every == 0:
+                bar.write(f"  sample: {good[0]['question'][:200]!r} -> {ro.texts[0][-300:]!r} (reward {R[0, 0]:.0f})")
+            bar.update(1)
+            if step % args.save_every == 0 or step == args.steps:
+                save_checkpoint(out, step, model, opt)
+    except KeyboardInterrupt:
+        if done > start:
+            save_checkpoint(out, done, model, opt)
+        print(f"\ninterrupted: saved step {done} to {out}; continue with --resume {out}")
+        sys.exit(130)
+    bar.close()
+    last = history[-min(10, len(history)):]
+    if last:
+        mean = lambda k: sum(m[k] for m in last) / len(last)
+        print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
+              f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "
+              f"(of {G} samples) | no answer {sum(m['no_answer'] for m in last)} | grading timeouts "
+              f"{sum(m['timeouts'] for m in last)} | skipped gold {skipped_gold} | saved to {out}")
+
+
+if __name__ == "__main__":
+    main()
