@@ -1,0 +1,283 @@
+"""Evaluate a model, or a ProGRPO-trained LoRA adapter, on math benchmarks: Pass@k and diversity.
+
+Each problem gets n completions from the training prompt format and sampler (common.format_prompt,
+common.sample), graded by the training rewards (task.grade). Per benchmark, what each mean divides by:
+  pass@k            1 - C(n-c, k) / C(n, k) per problem (c correct of n), mean over problems
+  length            completion tokens (EOS included), mean over all problems x n completions
+  entropy           next-token entropy at the sampling temperature, mean over all completion tokens
+  token_prob        pi(o_t | q, o_<t), mean over all completion tokens
+  distinct_correct  distinct final answers (task.extract) among the correct completions of a problem,
+                    mean over solved problems (at least one correct), as progrpo.py logs it
+  conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
+                    mean over problems: how differently confident the samples of one question are
+  no_answer         share of all completions with no extractable final answer (e.g. cut off)
+Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
+
+Run:  python eval.py --n 8                                       # tiny model, demo task, CPU, seconds
+      python eval.py --model Qwen2.5-1.5B --benchmarks math500,aime24 --n 32 --k 1,2,4,8,16,32
+      python eval.py --model Qwen2.5-1.5B --adapter runs/NAME --data-dir ../shared/data --out trained.json
+      python eval.py --compare base.json trained.json --plot compare.png   # side by side, Pass@k curves
+      python eval.py --validate-grader --data-dir ../shared/data           # reference solutions vs gold
+"""
+import json
+import math
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import HfArgumentParser
+
+import arm
+import common
+
+
+@dataclass
+class Args:
+    model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
+    adapter: str = ""  # a LoRA adapter folder, or a progrpo.py run folder (its last ckpt-* is used)
+    benchmarks: str = ""  # comma-separated: demo or names in common.BENCHMARKS (default: demo for tiny, else math500)
+    data_dir: str = ""  # read benchmarks from a folder laid out like ../shared/data, not the hub
+    limit: int = 0  # evaluate the first N problems of each benchmark (0: all)
+    n: int = 32  # completions sampled per problem
+    k: str = ""  # comma-separated k for Pass@k, each in 1..n (default: 1, 2, 4, ... up to n, and n)
+    max_new_tokens: int = 0  # completion budget (0: 2 for demo, as in training; 3072 otherwise)
+    temperature: float = 1.0  # sampling temperature (0: greedy); entropies and log-probs use the same one
+    top_p: float = 1.0  # nucleus sampling
+    batch_prompts: int = 8  # prompts per generate call (each gives n rows)
+    load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
+    arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
+    seed: int = 0  # set before each benchmark, so its samples do not depend on the others
+    out: str = ""  # result JSON (default eval-<model>-<time>.json), rewritten after each benchmark
+    compare: list[str] = field(default_factory=list)  # result JSONs to print side by side and plot; no model
+    plot: str = "compare.png"  # --compare: PNG of Pass@k against k, one panel per benchmark
+    validate_grader: bool = False  # grade reference solutions against their gold answers (with --data-dir)
+
+
+# ---------------------------------------------------------------------------------------------
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k of one problem with c correct of n samples: 1 - C(n-c, k) / C(n, k), computed as
+    1 - prod_{i=n-c+1}^{n} (1 - k/i) (Chen et al. 2021), so no huge binomial is ever formed."""
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs 1 <= k <= n, the samples per problem (n = {n})")
+    if not 0 <= c <= n:
+        raise ValueError(f"c = {c} correct of n = {n} samples is impossible")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def parse_ks(spec: str, n: int) -> list:
+    """--k as a sorted list, each in 1..n; a bad value stops with a one-line error."""
+    if n < 1:
+        raise SystemExit(f"error: --n must be at least 1, got {n}")
+    if not spec:  # 2**i <= n exactly for i < n.bit_length()
+        return sorted({2 ** i for i in range(n.bit_length())} | {n})
+    try:
+        ks = sorted({int(x) for x in spec.split(",")})
+    except ValueError:
+        raise SystemExit(f"error: --k {spec!r}: expected comma-separated integers such as 1,2,4") from None
+    bad = [k for k in ks if not 1 <= k <= n]
+    if bad:
+        raise SystemExit(f"error: --k {bad[-1]} with --n {n}: Pass@k needs 1 <= k <= n samples per problem")
+    return ks
+
+
+def load_task(name: str, data_dir: str = "", limit: int = 0) -> common.Task:
+    """'demo' (the toy task) or a benchmark of common.BENCHMARKS (hub, or data_dir), first `limit` problems."""
+    if name == "demo":
+        task = common.demo_task()
+        task.rows = task.rows[:limit or None]
+        return task
+    return common.math_task(name, common.load_problems(name, common.BENCHMARKS, data_dir, limit))
+
+
+def resolve_adapter(path: str, model: str) -> str:
+    """An adapter folder as given; a progrpo.py run folder -> its last ckpt-* (trained on `model`)."""
+    if not path or (Path(path) / "adapter_config.json").is_file():
+        return path
+    ckpts = sorted(Path(path).glob("ckpt-*"))  # ckpt-000300: zero-padded, so the last sorted is the latest
+    if not ckpts:
+        raise SystemExit(f"error: --adapter {path}: neither an adapter folder (adapter_config.json) "
+                         f"nor a run folder with ckpt-* checkpoints")
+    config = Path(path) / "config.json"
+    trained = json.loads(config.read_text())["model"] if config.is_file() else model
+    if trained != model:
+        raise SystemExit(f"error: --adapter {path} was trained on --model {trained}, not {model}")
+    return str(ckpts[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0, batch_prompts=8,
+             low_frac=0.2, progress=True) -> dict:
+    """Sample n completions for each problem of `task` with the (peft) model, grade them, measure.
+    Returns {"task", "n", "ks", "seconds", "summary": flat {metric: number}, ready to log,
+    "problems": [{question, gold, n, c, answers, confidences, lengths, statuses}]}."""
+    for k in ks:  # a bad k fails before any sampling
+        pass_at_k(n, 0, k)
+    t0 = time.time()
+    rows = [r for r in task.rows if task.grade("", r["answer"])[1] != "bad_gold"]
+    logp_temp = temperature or 1.0  # greedy decoding (0): report the untempered distribution
+    problems, ent_sum, prob_sum, n_tokens = [], 0.0, 0.0, 0.0
+    bar = tqdm(total=len(rows), desc=task.name, disable=not progress, dynamic_ncols=True)
+    for i in range(0, len(rows), batch_prompts):
+        batch = rows[i:i + batch_prompts]
+        prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in batch]
+        ro = common.sample(model, tok, prompts, n, max_new_tokens, temperature, top_p)
+        mask = ro.mask.float()  # (N, T), N = len(batch) * n
+        # Completion log-probs and entropies (N, T), as the trainer computes them; one problem's n rows
+        # per forward pass, so that memory does not grow with batch_prompts.
+        parts = [common.token_logprobs(model, ro.seqs[j:j + n], ro.attn[j:j + n], ro.prompt_len - 1, logp_temp)
+                 for j in range(0, len(ro.texts), n)]
+        logp, ent = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        conf = arm.answer_confidence(logp, mask, low_frac)  # (N,)
+        ent_sum += (ent * mask).sum().item()
+        prob_sum += (logp.exp() * mask).sum().item()
+        n_tokens += mask.sum().item()
+        for p, row in enumerate(batch):
+            s = slice(p * n, (p + 1) * n)
+            statuses = [task.grade(text, row["answer"])[1] for text in ro.texts[s]]
+            problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count("correct"),
+                                 answers=[task.extract(text) for text in ro.texts[s]],
+                                 confidences=conf[s].tolist(), lengths=mask[s].sum(1).long().tolist(),
+                                 statuses=statuses))
+        bar.update(len(batch))
+    bar.close()
+
+    P = max(len(problems), 1)  # no problem left: every metric is 0
+    summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
+    solved = [pr for pr in problems if pr["c"]]
+    distinct = [len({a for a, st in zip(pr["answers"], pr["statuses"]) if st == "correct"}) for pr in solved]
+    summary.update(  # divisors: P * n completions, n_tokens completion tokens, solved problems, P problems
+        length=sum(sum(pr["lengths"]) for pr in problems) / (P * n),
+        entropy=ent_sum / max(n_tokens, 1.0),
+        token_prob=prob_sum / max(n_tokens, 1.0),
+        distinct_correct=sum(distinct) / max(len(solved), 1),
+        conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
+        no_answer=sum(pr["statuses"].count("no_answer") for pr in problems) / (P * n),
+        problems=len(problems), solved=len(solved), skipped_gold=len(task.rows) - len(rows))
+    return dict(task=task.name, n=n, ks=ks, seconds=time.time() - t0, summary=summary, problems=problems)
+
+
+# ---------------------------------------------------------------------------------------------
+LABELS = {"length": "mean length (tokens)", "entropy": "mean token entropy", "token_prob": "mean token probability",
+          "distinct_correct": "distinct correct answers / solved problem", "conf_var": "answer-confidence variance",
+          "no_answer": "no-answer share", "problems": "problems", "solved": "solved (>= 1 correct)",
+          "skipped_gold": "skipped (gold unparseable)"}
+
+
+def table(title: str, summaries: dict) -> str:
+    """Markdown table of {run label: summary}: one row per metric, one column per run ('-': not measured)."""
+    passes = sorted({m for s in summaries.values() for m in s if m.startswith("pass@")}, key=lambda m: int(m[5:]))
+    rows = [(m.replace("pass", "Pass"), m) for m in passes] + [(label, m) for m, label in LABELS.items()]
+    fmt = lambda v: "-" if v is None else str(v) if isinstance(v, int) else f"{v:.4g}"
+    lines = [f"\n### {title}", "| metric | " + " | ".join(summaries) + " |", "|---" * (len(summaries) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fmt(s.get(m)) for s in summaries.values()) + " |" for label, m in rows]
+    return "\n".join(lines)
+
+
+def read_result(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())["benchmarks"]
+    except (OSError, ValueError, KeyError) as e:  # missing file, not JSON, not an eval.py result
+        raise SystemExit(f"error: --compare {path}: not a readable eval.py result ({type(e).__name__}: {e})") from None
+
+
+def compare(paths: list, plot: str) -> None:
+    """Print the runs side by side, one table per benchmark, and plot Pass@k against k."""
+    labels = [Path(p).stem for p in paths]
+    labels = labels if len(set(labels)) == len(labels) else list(paths)  # same file names: full paths
+    runs = {label: read_result(p) for label, p in zip(labels, paths)}
+    benchmarks = list(dict.fromkeys(b for r in runs.values() for b in r))  # union, in first-seen order
+    for b in benchmarks:
+        print(table(b, {label: r[b]["summary"] for label, r in runs.items() if b in r}))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import ScalarFormatter
+    except ImportError:
+        print(f"\nmatplotlib is not installed, so no plot was written to {plot} (pip install matplotlib); "
+              "the tables above are complete")
+        return
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 4), squeeze=False)
+    for ax, b in zip(axes[0], benchmarks):
+        for label, r in runs.items():
+            if b in r:
+                ax.plot(r[b]["ks"], [r[b]["summary"][f"pass@{k}"] for k in r[b]["ks"]], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # ticks 1, 2, 4, not 2^0, 2^1, 2^2
+        ax.set(title=b, xlabel="k (log scale)", ylabel="Pass@k")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(plot)
+    print(f"\nsaved {plot}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark -> the field of its local copy that holds a worked reference solution. amc23 has none;
+# OlympiadBench's solutions are prose with no marked final answer (none of its 675 has a \boxed{}).
+SOLUTIONS = {"math500": "solution", "gsm8k": "answer", "minerva_math": "solution", "aime24": "solution"}
+
+
+def validate_grader(data_dir: str, names: list) -> dict:
+    """Grade each set's reference solutions against its own gold answers (as evaluation reads them);
+    print a markdown table. Returns {name: Counter of statuses} for the sets that have solutions."""
+    if not data_dir:
+        raise SystemExit("error: --validate-grader reads reference solutions from --data-dir "
+                         "(a folder laid out like ../shared/data)")
+    out = {}
+    print("| set | graded | agreed | rate | notes |\n|---|---|---|---|---|")
+    for name in names:
+        _, _, _, file, question_fields, answer_fields = common.BENCHMARKS[name]
+        raw = common.read_jsonl(Path(data_dir) / file)
+        if name not in SOLUTIONS or any(SOLUTIONS[name] not in r for r in raw):  # e.g. a hub-format copy
+            print(f"| {name} | - | - | - | no reference solutions with a final answer |")
+            continue
+        gold = common.read_rows(Path(data_dir) / file, raw, question_fields, answer_fields)
+        task = common.math_task(name, gold)
+        st = out[name] = Counter(task.grade(r[SOLUTIONS[name]], g["answer"])[1] for r, g in zip(raw, gold))
+        graded = len(raw) - st["bad_gold"]  # a gold answer math-verify cannot parse grades nothing
+        notes = ", ".join(f"{s} {c}" for s, c in sorted(st.items()) if s != "correct") or "-"
+        print(f"| {name} | {graded} | {st['correct']} | {st['correct'] / max(graded, 1):.1%} | {notes} |")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    if args.compare:
+        return compare(args.compare, args.plot)
+    names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
+    unknown = [b for b in names if b != "demo" and b not in common.BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, {', '.join(common.BENCHMARKS)}")
+    if args.validate_grader:
+        return validate_grader(args.data_dir, [b for b in names if b != "demo"] if args.benchmarks
+                               else list(common.BENCHMARKS))  # every benchmark unless named
+    ks = parse_ks(args.k, args.n)  # every check that needs no model comes first
+    adapter = resolve_adapter(args.adapter, args.model)
+    tasks = [load_task(b, args.data_dir, args.limit) for b in names]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
+    out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
+    print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
+          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems" for t in tasks))
+    for task in tasks:
+        torch.manual_seed(args.seed)
+        res = evaluate(model, tok, task, args.n, ks, args.max_new_tokens or (2 if task.name == "demo" else 3072),
+                       args.temperature, args.top_p, args.batch_prompts, args.arm_low_frac)
+        result["benchmarks"][task.name] = res
+        out.write_text(json.dumps(result, indent=1))  # after each benchmark: a crash keeps what is done
+        print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()
