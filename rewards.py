@@ -1,8 +1,9 @@
 """Verifiable rewards: is a completion's final answer equivalent to the reference answer?
 
 What counts as correct
-    The completion's final answer is the content of its LAST ``\\boxed{...}`` / ``\\fbox{...}``
-    (nested braces handled, ``\\boxed 5`` accepted), else the text after its last ``####``
+    The completion's final answer is the content of its LAST ``\\boxed{...}`` / ``\\fbox{...}`` /
+    ``\\framebox{...}`` (nested braces handled, ``\\boxed 5`` accepted, a ``\\textbf{}`` around the
+    whole answer and a trailing full stop dropped), else the text after its last ``####``
     (GSM8K style), else there is none. The last box is authoritative: if it is empty or
     unterminated (e.g. a truncated generation ``... \\boxed{12``) the answer is None; we do not
     fall back to an earlier box or to ``####``, since that would reward a draft the model was
@@ -39,7 +40,8 @@ import threading
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
+_BOLD = re.compile(r"\\textbf\{(.*)\}")  # \boxed{\textbf{(073)}}: the AIME solutions' style
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # a single number with separators
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 
@@ -81,7 +83,9 @@ def extract_answer(text: str) -> str | None:
         ans = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]
     else:
         return None
-    ans = _strip_separators(ans.strip()) if ans else None
+    if ans and (bold := _BOLD.fullmatch(ans.strip())):
+        ans = bold.group(1)
+    ans = _strip_separators(ans.strip().rstrip(".").strip()) if ans else None  # "\boxed{104.}": a full stop
     return ans or None
 
 

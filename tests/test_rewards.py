@@ -24,6 +24,9 @@ from rewards import extract_answer, extract_pair, grade, math_reward, pair_rewar
     (r"the answer is $\boxed 5$.", "5"),
     (r"\boxed {7}", "7"),
     (r"\fbox{12}", "12"),
+    (r"\framebox{204}", "204"),
+    (r"$d = \boxed{\textbf{(073)}}.$", "(073)"),                # AIME solutions' style
+    (r"\boxed{104.}", "104"),                                # a full stop inside the box
     (r"\boxed{1,000}", "1000"),                             # one number: separators removed
     (r"\boxed{(3,100)}", "(3,100)"),                        # a tuple keeps its comma
     ("She pays 2 * 500 = 1000.\n#### 1,000", "1000"),
