@@ -40,6 +40,7 @@ from transformers import HfArgumentParser
 
 import arm
 import common
+import eval as evaluation  # not the builtin
 
 
 @dataclass
@@ -73,12 +74,17 @@ class Args:
     lora_targets: str = "all-linear"  # comma-separated module names, or all-linear
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA (ignored on CPU and for the tiny model)
     gradient_checkpointing: bool = True  # recompute activations in backward (CUDA only)
+    fast_generation: bool = True  # sample from a LoRA-merged plain copy (static KV cache, compiled on CUDA)
     seed: int = 0  # seeds sampling and the prompt order
     out: str = ""  # run folder (default runs/<model>-<task>-<time>): metrics, config, checkpoints
     resume: str = ""  # continue the run in this folder from its last checkpoint (its config.json)
     save_every: int = 50  # checkpoint every N steps (and at the end, and on Ctrl-C)
     sample_every: int = 20  # print one sampled completion every N steps (0: never)
     wandb: bool = False  # also log to Weights & Biases (imported only when set)
+    eval_every: int = 0  # every N steps, Pass@k on held-out problems (eval.py's evaluator) into metrics
+    eval_benchmarks: str = ""  # comma-separated benchmarks (default: demo for the demo, else math500)
+    eval_n: int = 8  # samples per held-out problem; Pass@k for k = 1, 2, 4, ... up to it
+    eval_limit: int = 32  # held-out problems per benchmark (the first N)
 
 
 PRESETS = {  # values for the fields left at None above
@@ -159,6 +165,9 @@ def main():
     else:
         task = common.math_task(args.task, common.load_problems(args.task, common.TASKS, args.data_dir))
     P, G = args.prompts_per_step, args.group_size
+    eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "math500")).split(",")
+    eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
+    eval_ks = evaluation.parse_ks("", args.eval_n)
 
     # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter.
     out = Path(args.out or f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -179,6 +188,7 @@ def main():
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start = state["step"]
+    gen = common.generation_copy(model) if args.fast_generation else None  # None: no room on the GPU
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(args), indent=1))
     metrics_path = out / "metrics.jsonl"
@@ -186,7 +196,8 @@ def main():
     history = [m for m in history if m["step"] <= start]  # steps after the checkpoint are redone
     metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
-    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out}"
+    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out} | sampling from "
+          + ("a merged copy" if gen is not None else "the peft model")
           + (f" | resuming at step {start}" if start else ""))
     if args.wandb:
         import wandb
@@ -204,7 +215,10 @@ def main():
             if not good:
                 continue
             prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
-            ro = common.sample(model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p)
+            if gen is not None:
+                common.sync_generation_copy(model, gen)  # the policy as of the last update
+            ro = common.sample(gen or model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
+                               static_cache=gen is not None and device == "cuda")
             L, N = ro.prompt_len, len(ro.texts)
             graded = [task.grade(text, good[i // G]["answer"]) for i, text in enumerate(ro.texts)]
             R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
@@ -262,6 +276,13 @@ def main():
                      distinct_correct=sum(solved) / max(len(solved), 1),
                      no_answer=statuses.count("no_answer"), timeouts=statuses.count("timeout"),
                      skipped_gold=skipped_gold, seconds=time.time() - t0)
+            if args.eval_every and step % args.eval_every == 0:
+                with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+                    for t in eval_tasks:  # the fork leaves the training run's random stream untouched
+                        res = evaluation.evaluate(model, tok, t, args.eval_n, eval_ks, args.max_new_tokens,
+                                                  args.temperature, args.top_p, low_frac=args.arm_low_frac, progress=False)
+                        m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
+                        bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
             with metrics_path.open("a") as f:
                 f.write(json.dumps(m) + "\n")
             history.append(m)

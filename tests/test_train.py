@@ -30,10 +30,11 @@ def mean(rows, key):
 
 
 def test_demo_two_steps_writes_metrics_config_and_a_loadable_adapter(tmp_path):
-    p = train("--steps", 2, "--out", tmp_path)
-    assert "summary" in p.stdout and "step    2/2" in p.stderr + p.stdout
+    p = train("--steps", 2, "--out", tmp_path, "--eval-every", 2, "--eval-n", 4)
+    assert "summary" in p.stdout and "step    2/2" in p.stdout and "eval demo: pass@1" in p.stdout
     rows = metrics(tmp_path)
     assert [m["step"] for m in rows] == [1, 2]
+    assert "eval/demo/pass@1" not in rows[0] and 0 <= rows[1]["eval/demo/pass@1"] <= rows[1]["eval/demo/pass@4"] <= 1
     for key in ("reward", "accuracy", "entropy", "distinct_correct", "arm_shift", "clip_frac", "all_correct"):
         assert all(isinstance(m[key], float) for m in rows), key
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
