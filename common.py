@@ -74,7 +74,7 @@ def tiny_model():
                                   unk_token="<pad>")
     config = Qwen2Config(vocab_size=len(words), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64, tie_word_embeddings=True, initializer_range=0.1,
+                         max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.1,
                          pad_token_id=0, eos_token_id=1, bos_token_id=None)
     with torch.random.fork_rng():  # the same base weights for every --seed: seeds vary the RL only
         torch.manual_seed(0)
@@ -221,17 +221,21 @@ def eos_ids(model, tok) -> list:
 
 @torch.no_grad()
 def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 1.0) -> Rollout:
-    """n completions for each prompt (rows grouped by prompt: row p * n + i)."""
+           top_p: float = 1.0, static_cache: bool = False) -> Rollout:
+    """n completions for each prompt (rows grouped by prompt: row p * n + i). static_cache: a
+    fixed-size KV cache, which transformers compiles (CUDA graphs) on CUDA; prompts are then padded
+    to a multiple of 64 tokens so that a few shapes cover every batch and compiled graphs are reused."""
     from transformers import GenerationConfig
 
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
+              pad_to_multiple_of=64 if static_cache else None).to(model.device)
     ids, attn = enc.input_ids.repeat_interleave(n, 0), enc.attention_mask.repeat_interleave(n, 0)
     stop = eos_ids(model, tok)
     # A full config, so that the model's own defaults (Qwen's top_k=20, repetition penalty) stay out.
-    config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
-                              top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
-                              eos_token_id=stop, pad_token_id=tok.pad_token_id)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
+    config = GenerationConfig(**sampling, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+                              eos_token_id=stop, pad_token_id=tok.pad_token_id,
+                              cache_implementation="static" if static_cache else None)
     was_training = model.training
     model.eval()
     out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
@@ -243,15 +247,63 @@ def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: 
     return Rollout(out, torch.cat([attn, mask], dim=1), mask, ids.shape[1], texts)
 
 
+def generation_copy(model):
+    """A plain copy of the policy for sampling: no LoRA indirection, no 4-bit dequantisation per
+    matmul. Generating through peft's unmerged LoRA costs 2-3x in throughput (issue 5's table);
+    merging in place and unmerging after drifts the bf16 base a little every step. Weights are
+    written by sync_generation_copy before each rollout; costs one bf16/fp32 copy of the model, and
+    None is returned when that would take more than 80% of the free GPU memory."""
+    from transformers import AutoModelForCausalLM
+
+    base = model.get_base_model()
+    dtype = torch.bfloat16 if model.device.type == "cuda" else torch.float32
+    with torch.device("meta"):  # no random init: every weight is written by the sync
+        gen = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
+    size = sum(p.numel() * p.element_size() for p in gen.parameters())
+    if model.device.type == "cuda" and size > 0.8 * torch.cuda.mem_get_info()[0]:
+        return None
+    gen.to_empty(device=model.device)
+    for name, buf in gen.named_buffers():  # e.g. rotary inv_freq: fixed, copied once
+        buf.copy_(base.get_buffer(name))
+    gen.generation_config = base.generation_config
+    gen.eval().requires_grad_(False)
+    sync_generation_copy(model, gen)
+    return gen
+
+
+@torch.no_grad()
+def sync_generation_copy(model, gen):
+    """gen's weights = the policy's: base weight (dequantised if 4-bit) + LoRA's scale * B @ A."""
+    base = model.get_base_model()
+    for name, p in gen.named_parameters():  # tied weights appear once
+        module, attr = name.rsplit(".", 1)
+        src = base.get_submodule(module)
+        layer = getattr(src, "base_layer", src)  # a LoRA-wrapped layer keeps the original here
+        w = getattr(layer, attr)
+        if hasattr(w, "quant_state"):  # bitsandbytes 4-bit: NF4 codes + scales -> dense
+            import bitsandbytes.functional as bnbf
+            w = bnbf.dequantize_4bit(w.data, w.quant_state)
+        if attr == "weight" and layer is not src:
+            w = w + sum(src.get_delta_weight(a) for a in src.active_adapters)
+        p.copy_(w)
+
+
 def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, temperature: float = 1.0):
     """log pi(seqs[:, t] | seqs[:, <t]) and the entropy of that next-token distribution for
-    t = start+1 .. end: two (N, L+T-1-start) float32 tensors. The decoder stops at the hidden
+    t = start+1 .. end: two (N, L+T-1-start) float32 tensors, 0 where a column is padding in every row.
+    Columns that are padding in every row (left of the longest prompt, right of the longest
+    completion) are cut off first, so padding costs no compute. The decoder stops at the hidden
     states; kernels.token_logprobs_entropy applies the frozen lm_head without building the logits."""
+    width, used = seqs.shape[1], attn.any(0).nonzero()
+    a, b = used[0].item(), used[-1].item() + 1  # keep columns [a, b)
+    first = max(start - a, 0)  # where predictions start in the cut sequence
+    seqs, attn = seqs[:, a:b], attn[:, a:b]
     base = model.get_base_model()
     pos = (attn.cumsum(1) - 1).clamp(min=0)  # positions as generate() saw them under left padding
     hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos).last_hidden_state
-    h = hidden[:, start:-1]  # (N, T', H): position t predicts token t + 1
+    h = hidden[:, first:-1]  # (N, T', H): position t predicts token t + 1
     N, T, H = h.shape
     logp, ent = kernels.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,
-                                               seqs[:, start + 1:].reshape(N * T), temperature)
-    return logp.view(N, T), ent.view(N, T)
+                                               seqs[:, first + 1:].reshape(N * T), temperature)
+    pad = (max(a - start, 0), width - b)  # back to full width: zeros for the columns cut off
+    return torch.nn.functional.pad(logp.view(N, T), pad), torch.nn.functional.pad(ent.view(N, T), pad)

@@ -1,0 +1,52 @@
+"""The fast rollout path samples from the same policy as the plain peft model, and cutting
+padding columns changes no log-prob."""
+import pytest
+import torch
+
+import common
+
+PROMPTS = [f"sum {s}" for s in common.DEMO_TARGETS]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    model, tok = common.load_model("tiny", "cpu")
+    for name, p in model.named_parameters():  # a LoRA update that changes the outputs (B starts at 0)
+        if "lora_B" in name:
+            p.data.normal_(0, 0.3)
+    return model, tok
+
+
+def test_greedy_tokens_identical_through_fast_and_plain_path(policy):
+    model, tok = policy
+    gen = common.generation_copy(model)
+    plain = common.sample(model, tok, PROMPTS, 2, 8, temperature=0)
+    fast = common.sample(gen, tok, PROMPTS, 2, 8, temperature=0, static_cache=True)
+    assert fast.texts == plain.texts
+    # and the copy follows the policy after an update
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.mul_(-1.5)
+    stale = common.sample(gen, tok, PROMPTS, 2, 8, temperature=0).texts
+    common.sync_generation_copy(model, gen)
+    assert common.sample(gen, tok, PROMPTS, 2, 8, temperature=0).texts == \
+        common.sample(model, tok, PROMPTS, 2, 8, temperature=0).texts != stale
+
+
+def test_padding_columns_cost_nothing_and_change_nothing(policy):
+    model, tok = policy
+    ro = common.sample(model, tok, PROMPTS, 2, 6, temperature=1.0)
+    L, pad = ro.prompt_len, 5  # the same rollout with extra all-padding columns on both sides
+    seqs = torch.nn.functional.pad(ro.seqs, (pad, pad), value=tok.pad_token_id)
+    attn = torch.nn.functional.pad(ro.attn, (pad, pad))
+    with torch.no_grad():
+        lp, ent = common.token_logprobs(model, ro.seqs, ro.attn, 0)
+        lp2, ent2 = common.token_logprobs(model, seqs, attn, 0)
+        comp, _ = common.token_logprobs(model, seqs, attn, L + pad - 1)
+    assert lp2.shape == (len(PROMPTS) * 2, seqs.shape[1] - 1)
+    assert torch.allclose(lp2[:, pad:pad + lp.shape[1]], lp, atol=1e-6)
+    assert torch.allclose(ent2[:, pad:pad + lp.shape[1]], ent, atol=1e-6)
+    assert torch.equal(lp2[:, :pad], torch.zeros(len(lp), pad))  # cut-off columns come back as 0
+    assert torch.allclose(comp[:, :ro.mask.shape[1]], lp[:, L - 1:], atol=1e-6)
