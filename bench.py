@@ -1,11 +1,18 @@
 """Benchmarks (not tests): numbers for the README, measured on a GPU.
 
     python bench.py kernel [--n 16384 --vocab 151936 --hidden 1536,3584 --json bench_kernel.json]
+    python bench.py e2e [--sizes 1.5B,7B --quant bf16,nf4 --json bench_e2e.json]
 
 `kernel`: per-token log-prob + entropy from hidden states, fwd+bwd, bf16, against the two lm_head
 matmuls alone (the floor), the naive torch path, a chunked torch path and, when the package is
 importable, Liger's fused linear cross-entropy. `--device cpu` runs tiny shapes through Triton's
 interpreter to check the code paths; its timings mean nothing.
+
+`e2e`: Qwen2.5-1.5B- and 7B-shaped models with random weights (the published configs, no
+download), bf16 and NF4 bases with a LoRA adapter: rollout tokens/s at 64 and 256 sequences through
+the plain peft model (naive) and the merged generation copy with a static, compiled KV cache (fast),
+then full RL steps (G = 8, 8 prompts, 512 new tokens) split into rollout / scoring / old log-probs /
+update, with peak GPU memory. `--sizes tiny --device cpu` checks the code paths.
 """
 import argparse
 import json
@@ -184,6 +191,163 @@ def bench_kernel(args):
         print(f"wrote {args.json}")
 
 
+# As published in the models' config.json (Qwen2.5-1.5B, Qwen2.5-7B); tiny: a CPU code-path check.
+QWEN25 = {
+    "1.5B": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+    "7B": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
+    "tiny": dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+}
+
+
+def random_qwen(size, folder, device):
+    """Save a random-weight Qwen2.5-shaped model (bf16) and the demo tokenizer to `folder`, so that
+    both bases load through common.load_model, 4-bit quantisation included."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    import common
+    if (folder / "config.json").exists():
+        return
+    config = Qwen2Config(**QWEN25[size], max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6,
+                         bos_token_id=None, eos_token_id=1, pad_token_id=0)  # the demo tokenizer's ids
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    common.tiny_model()[1].save_pretrained(folder)
+    del model
+
+
+def _timed(fn, device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def _rollout_rows(model, gen, tok, args, device):
+    """Tokens/s of the naive and the fast path at each batch size (one warm-up call each first)."""
+    import common
+    rows = []
+    for seqs in args.seqs:
+        prompts = [" ".join(["sum"] + [str(i % 10) for i in range(31)])] * (seqs // 8)  # 32 tokens, 8 samples each
+        for path, policy, static in (("naive (peft, unmerged)", model, False), ("fast (merged, static)", gen, True)):
+            if policy is None:
+                rows.append(dict(path=path, seqs=seqs, tok_s=None, note="no room for a generation copy"))
+                continue
+            common.sample(policy, tok, prompts, 8, args.new_tokens, static_cache=static)  # warm-up / compile
+            ro, sec = _timed(lambda: common.sample(policy, tok, prompts, 8, args.new_tokens, static_cache=static),
+                             device)
+            rows.append(dict(path=path, seqs=seqs, tok_s=ro.mask.sum().item() / sec, seconds=sec))
+            print(f"    rollout {path:24s} {seqs:4d} seqs x {args.new_tokens} tokens: {rows[-1]['tok_s']:9,.0f} tok/s",
+                  flush=True)
+    return rows
+
+
+def _rl_step(model, gen, tok, opt, args, device):
+    """One full RL step as progrpo.py runs it (G = 8, 8 prompts, args.step_tokens new tokens), timed
+    by phase; returns seconds per phase."""
+    import arm
+    import common
+    from progrpo import aggregate, policy_loss
+    task, G, mb = common.demo_task(), 8, args.micro_batch
+    prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in task.rows[:8]]
+    t = {}
+    if gen is not None:
+        _, t["sync copy"] = _timed(lambda: common.sync_generation_copy(model, gen), device)
+    ro, t["rollout"] = _timed(lambda: common.sample(gen or model, tok, prompts, G, args.step_tokens,
+                                                    static_cache=gen is not None and device == "cuda"), device)
+    R, t["scoring"] = _timed(lambda: torch.tensor([task.grade(x, task.rows[i // G]["answer"])[0]
+                                                   for i, x in enumerate(ro.texts)]).view(-1, G), device)
+    L, N, mask = ro.prompt_len, len(ro.texts), ro.mask.float()
+
+    def old_pass():
+        with torch.no_grad():
+            return torch.cat([common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1)[0]
+                              for i in range(0, N, mb)])
+
+    old, t["old log-probs"] = _timed(old_pass, device)
+    adv = arm.group_advantages(R).reshape(N).to(old.device)  # ARM's shift costs nothing measurable
+
+    def update():
+        opt.zero_grad(set_to_none=True)
+        for i in range(0, N, mb):
+            logp, _ = common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1)
+            loss, _ = policy_loss(logp, old[i:i + mb], adv[i:i + mb], 0.2, 0.28)
+            aggregate(loss, mask[i:i + mb], "token-mean", mask.sum(), N).backward()
+        opt.step()
+
+    _, t["update"] = _timed(update, device)
+    return t
+
+
+def bench_e2e(args):
+    import tempfile
+    from pathlib import Path
+
+    import common
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench.py e2e: no CUDA device found (`--sizes tiny --device cpu` only checks the code paths)")
+    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"e2e on {gpu}, torch {torch.__version__}; random-weight Qwen2.5 shapes, LoRA r16 all-linear; "
+          f"rollouts: {args.new_tokens} new tokens, 8 samples per prompt; RL step: G=8 x 8 prompts, "
+          f"{args.step_tokens} new tokens, micro-batch {args.micro_batch}, gradient checkpointing", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            folder = Path(tmp) / size
+            random_qwen(size, folder, device)
+            for quant in args.quant:
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                model, tok = common.load_model(str(folder), device, quant == "nf4", gradient_checkpointing=True)
+                model.train()
+                gen = common.generation_copy(model)
+                print(f"  {size} {quant}: generation copy {'yes' if gen is not None else 'no (no room)'}", flush=True)
+                rollouts = _rollout_rows(model, gen, tok, args, device)
+                del gen  # the step measures its own memory: a fresh copy, as the trainer holds one
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                gen = common.generation_copy(model)
+                opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+                _rl_step(model, gen, tok, opt, args, device)  # warm-up: compile, optimizer state
+                steps = [_rl_step(model, gen, tok, opt, args, device) for _ in range(args.steps)]
+                split = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+                peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+                print(f"    RL step: " + " | ".join(f"{k} {v:.2f}s" for k, v in split.items())
+                      + f" | total {sum(split.values()):.2f}s | peak {peak or 0:.2f} GiB (incl. the copy)", flush=True)
+                results.append(dict(size=size, quant=quant, rollouts=rollouts, step_seconds=split,
+                                    step_total=sum(split.values()), peak_gib=peak, generation_copy=gen is not None))
+                del model, gen, opt
+    print("\n| model | base | path | " + " | ".join(f"{s} seqs tok/s" for s in args.seqs)
+          + " | speed-up |\n" + "|---" * (4 + len(args.seqs)) + "|")
+    for r in results:
+        by = {(x["path"], x["seqs"]): x.get("tok_s") for x in r["rollouts"]}
+        for path in dict.fromkeys(x["path"] for x in r["rollouts"]):
+            cells = [by.get((path, s)) for s in args.seqs]
+            naive = by.get((r["rollouts"][0]["path"], args.seqs[0]))
+            gain = f"{cells[0] / naive:.1f}x" if cells[0] and naive else "-"
+            print(f"| {r['size']} | {r['quant']} | {path} | " + " | ".join(f"{c:,.0f}" if c else "-" for c in cells)
+                  + f" | {gain} |")
+    print("\n| model | base | rollout | scoring | old log-probs | update | total | peak GiB |\n|---|---|---|---|---|---|---|---|")
+    for r in results:
+        s = r["step_seconds"]
+        print(f"| {r['size']} | {r['quant']} | {s['rollout']:.2f}s | {s['scoring']:.2f}s | {s['old log-probs']:.2f}s | "
+              f"{s['update']:.2f}s | {r['step_total']:.2f}s | {r['peak_gib'] or 0:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=gpu, torch=torch.__version__, args=vars(args) | {"func": None}, results=results),
+                      f, indent=1)
+        print(f"wrote {args.json}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +362,18 @@ def main(argv=None):
     k.add_argument("--json", default=None, help="also write the rows to this JSON file")
     k.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: code-path check only")
     k.set_defaults(func=bench_kernel)
+    e = sub.add_parser("e2e", help="rollout throughput, RL step time split and peak memory")
+    e.add_argument("--sizes", type=lambda s: s.split(","), default=["1.5B", "7B"], help="1.5B,7B (or tiny)")
+    e.add_argument("--quant", type=lambda s: s.split(","), default=["bf16", "nf4"], help="bases: bf16,nf4")
+    e.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[64, 256],
+                   help="rollout batch sizes (multiples of 8)")
+    e.add_argument("--new-tokens", type=int, default=128, help="new tokens per sequence in the rollout rows")
+    e.add_argument("--step-tokens", type=int, default=512, help="new tokens per sequence in the RL step")
+    e.add_argument("--micro-batch", type=int, default=16, help="rows per forward/backward in the RL step")
+    e.add_argument("--steps", type=int, default=2, help="timed RL steps after one warm-up step")
+    e.add_argument("--json", default=None, help="also write the results to this JSON file")
+    e.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: code-path check only")
+    e.set_defaults(func=bench_e2e)
     args = parser.parse_args(argv)
     args.func(args)
 

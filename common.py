@@ -111,7 +111,8 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
         quant = None
         if load_in_4bit:
             quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+                                       bnb_4bit_use_double_quant=True,
+                                       bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
         try:
             tok = AutoTokenizer.from_pretrained(hub_id)
             model = AutoModelForCausalLM.from_pretrained(
@@ -300,7 +301,7 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     seqs, attn = seqs[:, a:b], attn[:, a:b]
     base = model.get_base_model()
     pos = (attn.cumsum(1) - 1).clamp(min=0)  # positions as generate() saw them under left padding
-    hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos).last_hidden_state
+    hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
     h = hidden[:, first:-1]  # (N, T', H): position t predicts token t + 1
     N, T, H = h.shape
     logp, ent = kernels.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,

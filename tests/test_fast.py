@@ -50,3 +50,25 @@ def test_padding_columns_cost_nothing_and_change_nothing(policy):
     assert torch.allclose(ent2[:, pad:pad + lp.shape[1]], ent, atol=1e-6)
     assert torch.equal(lp2[:, :pad], torch.zeros(len(lp), pad))  # cut-off columns come back as 0
     assert torch.allclose(comp[:, :ro.mask.shape[1]], lp[:, L - 1:], atol=1e-6)
+
+
+def test_nf4_base_fast_path_and_lora_gradients_after_generate(tmp_path):
+    """A 4-bit NF4 base (bitsandbytes runs on CPU too): the dequantised generation copy samples the
+    same greedy tokens, and LoRA still gets gradients after generate() (on AVX512-BF16 CPUs the
+    first inference forward would otherwise repack the 4-bit weights into a path without them)."""
+    base, tok = common.tiny_model()
+    base.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, tok = common.load_model(str(tmp_path), "cpu", load_in_4bit=True)
+    assert type(model.get_base_model().model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear4bit"
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.3)
+    gen = common.generation_copy(model)
+    plain = common.sample(model, tok, PROMPTS, 2, 8, temperature=0)
+    assert common.sample(gen, tok, PROMPTS, 2, 8, temperature=0, static_cache=True).texts == plain.texts
+    model.train()
+    logp, _ = common.token_logprobs(model, plain.seqs, plain.attn, plain.prompt_len - 1)
+    logp.sum().backward()
+    grads = [p.grad for name, p in model.named_parameters() if "lora_A" in name]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
