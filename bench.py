@@ -219,13 +219,18 @@ def random_qwen(size, folder, device):
     del model
 
 
-def _timed(fn, device):
+PEAKS = {}  # phase -> peak GiB allocated during its last _timed call (CUDA)
+
+
+def _timed(fn, device, phase=""):
     if device == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     out = fn()
     if device == "cuda":
         torch.cuda.synchronize()
+        PEAKS[phase] = torch.cuda.max_memory_allocated() / 2**30
     return out, time.perf_counter() - t0
 
 
@@ -258,11 +263,11 @@ def _rl_step(model, gen, tok, opt, args, device):
     prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in task.rows[:8]]
     t = {}
     if gen is not None:
-        _, t["sync copy"] = _timed(lambda: common.sync_generation_copy(model, gen), device)
+        _, t["sync copy"] = _timed(lambda: common.sync_generation_copy(model, gen), device, "sync copy")
     ro, t["rollout"] = _timed(lambda: common.sample(gen or model, tok, prompts, G, args.step_tokens,
-                                                    static_cache=gen is not None and device == "cuda"), device)
+                                                    static_cache=gen is not None and device == "cuda"), device, "rollout")
     R, t["scoring"] = _timed(lambda: torch.tensor([task.grade(x, task.rows[i // G]["answer"])[0]
-                                                   for i, x in enumerate(ro.texts)]).view(-1, G), device)
+                                                   for i, x in enumerate(ro.texts)]).view(-1, G), device, "scoring")
     L, N, mask = ro.prompt_len, len(ro.texts), ro.mask.float()
 
     def old_pass():
@@ -270,7 +275,7 @@ def _rl_step(model, gen, tok, opt, args, device):
             return torch.cat([common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1)[0]
                               for i in range(0, N, mb)])
 
-    old, t["old log-probs"] = _timed(old_pass, device)
+    old, t["old log-probs"] = _timed(old_pass, device, "old log-probs")
     adv = arm.group_advantages(R).reshape(N).to(old.device)  # ARM's shift costs nothing measurable
 
     def update():
@@ -281,7 +286,7 @@ def _rl_step(model, gen, tok, opt, args, device):
             aggregate(loss, mask[i:i + mb], "token-mean", mask.sum(), N).backward()
         opt.step()
 
-    _, t["update"] = _timed(update, device)
+    _, t["update"] = _timed(update, device, "update")
     return t
 
 
@@ -320,11 +325,15 @@ def bench_e2e(args):
                 _rl_step(model, gen, tok, opt, args, device)  # warm-up: compile, optimizer state
                 steps = [_rl_step(model, gen, tok, opt, args, device) for _ in range(args.steps)]
                 split = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
-                peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+                peaks = dict(PEAKS)  # of the last step, per phase: the copy is resident in all of them
+                peak = max(peaks.values()) if peaks else None
+                copy_gib = sum(p.numel() * p.element_size() for p in gen.parameters()) / 2**30 if gen else 0.0
                 print(f"    RL step: " + " | ".join(f"{k} {v:.2f}s" for k, v in split.items())
-                      + f" | total {sum(split.values()):.2f}s | peak {peak or 0:.2f} GiB (incl. the copy)", flush=True)
-                results.append(dict(size=size, quant=quant, rollouts=rollouts, step_seconds=split,
-                                    step_total=sum(split.values()), peak_gib=peak, generation_copy=gen is not None))
+                      + f" | total {sum(split.values()):.2f}s | peak {peak or 0:.2f} GiB, of which the generation "
+                      f"copy {copy_gib:.2f} GiB; per phase " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()),
+                      flush=True)
+                results.append(dict(size=size, quant=quant, rollouts=rollouts, step_seconds=split, peak_by_phase=peaks,
+                                    step_total=sum(split.values()), peak_gib=peak, copy_gib=copy_gib))
                 del model, gen, opt
     print("\n| model | base | path | " + " | ".join(f"{s} seqs tok/s" for s in args.seqs)
           + " | speed-up |\n" + "|---" * (4 + len(args.seqs)) + "|")
@@ -336,11 +345,12 @@ def bench_e2e(args):
             gain = f"{cells[0] / naive:.1f}x" if cells[0] and naive else "-"
             print(f"| {r['size']} | {r['quant']} | {path} | " + " | ".join(f"{c:,.0f}" if c else "-" for c in cells)
                   + f" | {gain} |")
-    print("\n| model | base | rollout | scoring | old log-probs | update | total | peak GiB |\n|---|---|---|---|---|---|---|---|")
+    print("\n| model | base | rollout | scoring | old log-probs | update | total | peak GiB | of it: copy GiB |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in results:
         s = r["step_seconds"]
         print(f"| {r['size']} | {r['quant']} | {s['rollout']:.2f}s | {s['scoring']:.2f}s | {s['old log-probs']:.2f}s | "
-              f"{s['update']:.2f}s | {r['step_total']:.2f}s | {r['peak_gib'] or 0:.2f} |")
+              f"{s['update']:.2f}s | {r['step_total']:.2f}s | {r['peak_gib'] or 0:.2f} | {r['copy_gib']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=gpu, torch=torch.__version__, args=vars(args) | {"func": None}, results=results),

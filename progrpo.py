@@ -67,7 +67,7 @@ class Args:
     loss_agg: Literal["token-mean", "seq-mean"] = "token-mean"  # how token losses are averaged
     beta: float = 0.0  # KL(pi || ref) coefficient, k3 estimator; ref = base without the adapter
     updates_per_batch: int = 1  # optimizer steps per rollout batch (>1: off-policy, clipping matters)
-    micro_batch: int = 0  # rows per forward/backward (0: the whole batch at once)
+    micro_batch: Optional[int] = None  # rows per forward/backward, 0: all at once (default: 0 demo, 8 otherwise)
     max_grad_norm: float = 1.0  # gradient clipping
     lora_rank: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
@@ -88,8 +88,8 @@ class Args:
 
 
 PRESETS = {  # values for the fields left at None above
-    "demo": dict(steps=300, prompts_per_step=8, group_size=8, max_new_tokens=2, lr=1e-3),
-    "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=1024, lr=1e-5),
+    "demo": dict(steps=300, prompts_per_step=8, group_size=8, max_new_tokens=2, lr=1e-3, micro_batch=0),
+    "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=1024, lr=1e-5, micro_batch=8),
 }
 
 
