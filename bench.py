@@ -270,12 +270,8 @@ def _rl_step(model, gen, tok, opt, args, device):
                                                    for i, x in enumerate(ro.texts)]).view(-1, G), device, "scoring")
     L, N, mask = ro.prompt_len, len(ro.texts), ro.mask.float()
 
-    def old_pass():
-        with torch.no_grad():
-            return torch.cat([common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1)[0]
-                              for i in range(0, N, mb)])
-
-    old, t["old log-probs"] = _timed(old_pass, device, "old log-probs")
+    (old, _), t["old log-probs"] = _timed(lambda: common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb),
+                                          device, "old log-probs")
     adv = arm.group_advantages(R).reshape(N).to(old.device)  # ARM's shift costs nothing measurable
 
     def update():

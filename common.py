@@ -308,3 +308,11 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
                                                seqs[:, first + 1:].reshape(N * T), temperature)
     pad = (max(a - start, 0), width - b)  # back to full width: zeros for the columns cut off
     return torch.nn.functional.pad(logp.view(N, T), pad), torch.nn.functional.pad(ent.view(N, T), pad)
+
+
+@torch.no_grad()
+def token_logprobs_batched(model, seqs, attn, start: int, micro_batch: int, temperature: float = 1.0):
+    """token_logprobs without gradient, micro_batch rows per forward pass (old-policy, reference)."""
+    parts = [token_logprobs(model, seqs[i:i + micro_batch], attn[i:i + micro_batch], start, temperature)
+             for i in range(0, len(seqs), micro_batch)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

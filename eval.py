@@ -49,6 +49,7 @@ class Args:
     top_p: float = 1.0  # nucleus sampling
     batch_prompts: int = 8  # prompts per generate call (each gives n rows)
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
+    fast_generation: bool = True  # sample from a LoRA-merged plain copy, as in training (if it fits)
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
     seed: int = 0  # set before each benchmark, so its samples do not depend on the others
     out: str = ""  # result JSON (default eval-<model>-<time>.json), rewritten after each benchmark
@@ -113,8 +114,9 @@ def resolve_adapter(path: str, model: str) -> str:
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0, batch_prompts=8,
-             low_frac=0.2, progress=True) -> dict:
-    """Sample n completions for each problem of `task` with the (peft) model, grade them, measure.
+             low_frac=0.2, progress=True, gen=None) -> dict:
+    """Sample n completions for each problem of `task` with the (peft) model, or from `gen`, its synced
+    generation copy (common.generation_copy), when given; grade them, measure.
     Returns {"task", "n", "ks", "seconds", "summary": flat {metric: number}, ready to log,
     "problems": [{question, gold, n, c, answers, confidences, lengths, statuses}]}."""
     for k in ks:  # a bad k fails before any sampling
@@ -127,13 +129,12 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     for i in range(0, len(rows), batch_prompts):
         batch = rows[i:i + batch_prompts]
         prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in batch]
-        ro = common.sample(model, tok, prompts, n, max_new_tokens, temperature, top_p)
+        ro = common.sample(gen or model, tok, prompts, n, max_new_tokens, temperature, top_p,
+                           static_cache=gen is not None and model.device.type == "cuda")
         mask = ro.mask.float()  # (N, T), N = len(batch) * n
         # Completion log-probs and entropies (N, T), as the trainer computes them; one problem's n rows
         # per forward pass, so that memory does not grow with batch_prompts.
-        parts = [common.token_logprobs(model, ro.seqs[j:j + n], ro.attn[j:j + n], ro.prompt_len - 1, logp_temp)
-                 for j in range(0, len(ro.texts), n)]
-        logp, ent = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        logp, ent = common.token_logprobs_batched(model, ro.seqs, ro.attn, ro.prompt_len - 1, n, logp_temp)
         conf = arm.answer_confidence(logp, mask, low_frac)  # (N,)
         ent_sum += (ent * mask).sum().item()
         prob_sum += (logp.exp() * mask).sum().item()
@@ -265,6 +266,7 @@ def main():
     tasks = [load_task(b, args.data_dir, args.limit) for b in names]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
+    gen = common.generation_copy(model) if args.fast_generation else None
     out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
     print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
@@ -272,7 +274,7 @@ def main():
     for task in tasks:
         torch.manual_seed(args.seed)
         res = evaluate(model, tok, task, args.n, ks, args.max_new_tokens or (2 if task.name == "demo" else 3072),
-                       args.temperature, args.top_p, args.batch_prompts, args.arm_low_frac)
+                       args.temperature, args.top_p, args.batch_prompts, args.arm_low_frac, gen=gen)
         result["benchmarks"][task.name] = res
         out.write_text(json.dumps(result, indent=1))  # after each benchmark: a crash keeps what is done
         print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))

@@ -143,9 +143,10 @@ def save_checkpoint(out: Path, step, model, opt):
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     if args.resume:  # the run's own config; only --steps may be changed on the command line
-        saved = json.loads((Path(args.resume) / "config.json").read_text()) if (Path(args.resume) / "config.json").is_file() else None
-        if saved is None:
+        config = Path(args.resume) / "config.json"
+        if not config.is_file():
             raise SystemExit(f"error: --resume {args.resume}: no config.json there")
+        saved = json.loads(config.read_text())
         args = replace(Args(**saved), resume=args.resume, out=args.resume, steps=args.steps or saved["steps"])
     common.resolve_model(args.model)  # fail on a bad name before loading any data
     args.task = args.task or ("demo" if args.model == "tiny" else "gsm8k")
@@ -225,15 +226,11 @@ def main():
             correct = R > 0.5
 
             # 2. Old-policy log-probs of prompt and completion in one no-grad pass: (N, L+T-1).
-            with torch.no_grad():
-                parts = [common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], 0, args.temperature)
-                         for i in range(0, N, mb)]
-                old_all, ent_all = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-                ref = None
-                if args.beta:
-                    with model.disable_adapter():
-                        ref = torch.cat([common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1,
-                                                               args.temperature)[0] for i in range(0, N, mb)])
+            old_all, ent_all = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb, args.temperature)
+            ref = None
+            if args.beta:  # the reference policy: the same base with the adapter switched off
+                with model.disable_adapter():
+                    ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
             old, mask = old_all[:, L - 1:], ro.mask.float()  # (N, T) completion part
             prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # prompt tokens that have a predecessor
 
@@ -277,10 +274,12 @@ def main():
                      no_answer=statuses.count("no_answer"), timeouts=statuses.count("timeout"),
                      skipped_gold=skipped_gold, seconds=time.time() - t0)
             if args.eval_every and step % args.eval_every == 0:
+                if gen is not None:
+                    common.sync_generation_copy(model, gen)
                 with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
                     for t in eval_tasks:  # the fork leaves the training run's random stream untouched
-                        res = evaluation.evaluate(model, tok, t, args.eval_n, eval_ks, args.max_new_tokens,
-                                                  args.temperature, args.top_p, low_frac=args.arm_low_frac, progress=False)
+                        res = evaluation.evaluate(model, tok, t, args.eval_n, eval_ks, args.max_new_tokens, args.temperature,
+                                                  args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
             with metrics_path.open("a") as f:
