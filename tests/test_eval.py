@@ -230,8 +230,8 @@ def test_validate_grader_on_small_real_sets(shared_data, capsys):
     # (measured: 267/267; 5 golds such as 'np.arcsin(10/13)' are not parseable math).
     assert st["minerva_math"]["bad_gold"] <= 5
     assert st["minerva_math"]["correct"] == 272 - st["minerva_math"]["bad_gold"]
-    # AIME: AoPS solution texts; measured 29/30 (one states its answer in prose, with no box).
-    assert st["aime24"]["correct"] >= 29 and st["aime24"]["bad_gold"] == 0
+    # AIME: AoPS solution texts, boxed in several styles (\boxed{104.}, \textbf{(073)}, \framebox): 30/30.
+    assert st["aime24"]["correct"] == 30 and st["aime24"]["bad_gold"] == 0
     assert "| amc23 | - | - | - | no reference solutions" in out
     with pytest.raises(SystemExit, match="--data-dir"):
         ev.validate_grader("", ["aime24"])
