@@ -72,6 +72,8 @@ def tiny_model():
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
                                   unk_token="<pad>")
+    # initializer_range 0.1, not 0.02: the logits are RMS-normed hidden states times the (tied, frozen)
+    # embeddings, so at 0.02 no LoRA update could make the policy more than mildly confident.
     config = Qwen2Config(vocab_size=len(words), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.1,

@@ -115,6 +115,7 @@ def test_progrpo_keeps_more_distinct_correct_answers_than_grpo(demo_runs):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "NoSuchModel"], "unknown model"),
+    (["--model", "someorg/no-such-model", "--task", "demo"], "cannot load model 'someorg/no-such-model'"),
     (["--task", "nosuchtask"], "unknown data set"),
     (["--data", "/nonexistent/problems.jsonl"], "not found"),
     (["--group-size", "1"], "at least 2"),
