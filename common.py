@@ -97,6 +97,12 @@ def resolve_model(name: str) -> str:
                      f"'Qwen2.5-1.5B' or 'Qwen2.5-Math-7B-Instruct', a hub id 'org/name' or a local folder")
 
 
+def last_checkpoint(run) -> Path | None:
+    """The newest ckpt-NNNNNN folder of a run (zero-padded: the last in sorted order), or None."""
+    ckpts = sorted(Path(run).glob("ckpt-*"))
+    return ckpts[-1] if ckpts else None
+
+
 def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: int = 16,
                lora_alpha: int = 32, lora_targets: str = "all-linear", adapter: str = "",
                gradient_checkpointing: bool = False):

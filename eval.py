@@ -100,15 +100,15 @@ def resolve_adapter(path: str, model: str) -> str:
     """An adapter folder as given; a progrpo.py run folder -> its last ckpt-* (trained on `model`)."""
     if not path or (Path(path) / "adapter_config.json").is_file():
         return path
-    ckpts = sorted(Path(path).glob("ckpt-*"))  # ckpt-000300: zero-padded, so the last sorted is the latest
-    if not ckpts:
+    ckpt = common.last_checkpoint(path)
+    if ckpt is None:
         raise SystemExit(f"error: --adapter {path}: neither an adapter folder (adapter_config.json) "
                          f"nor a run folder with ckpt-* checkpoints")
     config = Path(path) / "config.json"
     trained = json.loads(config.read_text())["model"] if config.is_file() else model
     if trained != model:
         raise SystemExit(f"error: --adapter {path} was trained on --model {trained}, not {model}")
-    return str(ckpts[-1])
+    return str(ckpt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,17 +173,17 @@ def main():
     # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter.
     out = Path(args.out or f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = str(out)
-    ckpts = sorted(out.glob("ckpt-*")) if args.resume else []
-    if args.resume and not ckpts:
+    ckpt = common.last_checkpoint(out) if args.resume else None
+    if args.resume and ckpt is None:
         raise SystemExit(f"error: --resume {out}: no checkpoint (ckpt-*) there")
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", args.lora_rank,
-                                   args.lora_alpha, args.lora_targets, str(ckpts[-1]) if ckpts else "",
+                                   args.lora_alpha, args.lora_targets, str(ckpt or ""),
                                    args.gradient_checkpointing and device == "cuda")
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = 0
-    if ckpts:
-        state = torch.load(ckpts[-1] / "state.pt", weights_only=False)
+    if ckpt:
+        state = torch.load(ckpt / "state.pt", weights_only=False)
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"]["cuda"]:
