@@ -1,26 +1,35 @@
-"""ProGRPO: GRPO with the Advantage Re-weighting Mechanism (ARM), arXiv 2602.05281, in one loop.
+r"""ProGRPO: GRPO with the Advantage Re-weighting Mechanism (ARM), arXiv 2602.05281, in one loop.
 
 Variant: GRPO with group-normalised advantages (sample std), ARM shift
 A~_i = A_i + alpha * (c(q) - c(o_i|q)) on every group with at least one correct completion,
 PPO-style clipped surrogate with asymmetric clipping [1 - 0.2, 1 + 0.28], token-mean over the
 batch, no KL by default, LoRA on a frozen (4-bit NF4 on CUDA) base. See arm.py for the math.
 
-Choices where the paper is silent (each one a flag):
+Choices where the paper is silent (README's table says why; a flag where one is named):
  1. std is the sample standard deviation (divides by G - 1), plus 1e-6; --scale-rewards none = Dr.GRPO.
- 2. |T_low| = ceil(rho * |o|) in exact arithmetic, at least 1 token; padding never counts; EOS counts.
- 3. c(q) is taken over the prompt tokens that have a predecessor, chat template included, from the
-    same no-grad forward pass that gives the old log-probs (no extra pass).
- 4. Confidences use pi_old at the sampling temperature; they are constants (no gradient).
- 5. Groups whose gold answer cannot be parsed are skipped before sampling, and counted.
+ 2. |T_low| = ceil(rho * |o|) in exact arithmetic, at least 1 token; padding never counts, EOS does.
+ 3. c(q) is taken over the prompt tokens that have a predecessor, chat template included.
+ 4. Confidences use pi_old at the sampling temperature, from the one no-grad pass that gives the
+    old log-probs; they are constants (no gradient).
+ 5. ARM shifts every group with at least one correct completion; --arm-groups mixed: mixed only.
  6. All-correct groups are kept (ARM is their only signal); all-wrong groups keep A_i = 0.
  7. Loss: token-mean over all completion tokens of the batch (divides by their count);
-    --loss-agg seq-mean averages each completion first. KL: k3 estimator, reference = the
-    base with the LoRA adapter disabled, --beta 0 by default.
- 8. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
- 9. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty, stop at EOS.
-10. alpha = 1.0 by default (see README: the demo experiment).
+    --loss-agg seq-mean averages each completion first.
+ 8. No KL by default (--beta 0); k3 estimator, reference = the base with the LoRA adapter disabled.
+ 9. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
+10. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty, stop at EOS.
+11. alpha = 1.0 by default (README: the demo experiment).
+12. A problem whose gold answer cannot be parsed is skipped before sampling, and counted.
+13. A grading timeout, or a completion without a final answer, scores 0 and is counted.
+14. The final answer is the last \boxed{} (else GSM8K's ####); an empty or cut-off last box is none.
+15. LoRA r16 / alpha 32 on all linear layers, dropout 0; AdamW, no weight decay, grad-norm clip 1.
+16. Prompt order: a fresh permutation per epoch, a pure function of (seed, step).
+17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed.
+18. --resume reuses the run's config.json (only --steps may change); later metrics lines are redone.
+19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
+    the peft model when the copy does not fit (--no-fast-generation forces that).
 
-Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~2 min
+Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~20 s
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
       python progrpo.py --resume runs/NAME       # continue a run from its last checkpoint
 """
