@@ -200,7 +200,7 @@ def compare(paths: list, plot: str) -> None:
         import matplotlib
         matplotlib.use("Agg")  # files only, no display needed
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import ScalarFormatter
+        from matplotlib.ticker import FuncFormatter
     except ImportError:
         print(f"\nmatplotlib is not installed, so no plot was written to {plot} (pip install matplotlib); "
               "the tables above are complete")
@@ -211,7 +211,7 @@ def compare(paths: list, plot: str) -> None:
             if b in r:
                 ax.plot(r[b]["ks"], [r[b]["summary"][f"pass@{k}"] for k in r[b]["ks"]], marker="o", label=label)
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())  # ticks 1, 2, 4, not 2^0, 2^1, 2^2
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # ticks 1, 2, 4, not 2^0, 2^1
         ax.set(title=b, xlabel="k (log scale)", ylabel="Pass@k")
         ax.grid(alpha=0.3)
         ax.legend()
