@@ -11,10 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
+# Third-party noise on CPU, silenced before the imports that make it: bitsandbytes looks for an
+# optional hub kernel on AVX512-BF16 machines and warns when it is absent; peft calls a
+# transformers method that v5 renamed.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-import kernels
-import rewards
+import bitsandbytes.functional as bnbf  # noqa: E402
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig,  # noqa: E402
+                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
+
+import kernels  # noqa: E402
+import rewards  # noqa: E402
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -35,10 +47,6 @@ BENCHMARKS = {  # evaluation sets, laid out as ../shared/data under --data-dir
     "olympiadbench": ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "olympiadbench/test.jsonl",
                       ("question",), ("final_answer",)),
 }
-# Third-party noise on CPU: bitsandbytes looks for an optional hub kernel on AVX512-BF16 machines and
-# warns when it is absent; peft calls a transformers method that v5 renamed.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 QWEN = re.compile(r"Qwen2\.5-(Math-)?(0\.5|1\.5|3|7|14|32|72)B(-Instruct)?")
 
 
@@ -64,9 +72,6 @@ def demo_task() -> Task:
 
 def tiny_model():
     """A 2-layer Qwen2 with random weights and a word-level tokenizer, both built in code."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     words = ["<pad>", "<eos>", "sum", *map(str, range(10))]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -108,9 +113,6 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
                gradient_checkpointing: bool = False):
     """(peft model, tokenizer). LoRA on a frozen base (NF4 4-bit when asked); `adapter` loads a
     saved LoRA adapter (peft format) instead of a fresh one."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
     if name == "tiny":
         model, tok = tiny_model()
         model.to(device)
@@ -190,7 +192,6 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
             raise SystemExit(f"error: {name!r} has no local layout; drop --data-dir to use the hub")
         source = Path(data_dir) / file
         return read_rows(source, read_jsonl(source), qf, af, limit)
-    import datasets
     try:
         rows = datasets.load_dataset(hub, config, split=split)
     except (OSError, ValueError, ConnectionError) as e:  # offline, unknown id or split
@@ -234,8 +235,6 @@ def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: 
     """n completions for each prompt (rows grouped by prompt: row p * n + i). static_cache: a
     fixed-size KV cache, which transformers compiles (CUDA graphs) on CUDA; prompts are then padded
     to a multiple of 64 tokens so that a few shapes cover every batch and compiled graphs are reused."""
-    from transformers import GenerationConfig
-
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
               pad_to_multiple_of=64 if static_cache else None).to(model.device)
     ids, attn = enc.input_ids.repeat_interleave(n, 0), enc.attention_mask.repeat_interleave(n, 0)
@@ -262,8 +261,6 @@ def generation_copy(model):
     merging in place and unmerging after drifts the bf16 base a little every step. Weights are
     written by sync_generation_copy before each rollout; costs one bf16/fp32 copy of the model, and
     None is returned when that would take more than 80% of the free GPU memory."""
-    from transformers import AutoModelForCausalLM
-
     base = model.get_base_model()
     dtype = torch.bfloat16 if model.device.type == "cuda" else torch.float32
     with torch.device("meta"):  # no random init: every weight is written by the sync
@@ -290,7 +287,6 @@ def sync_generation_copy(model, gen):
         layer = getattr(src, "base_layer", src)  # a LoRA-wrapped layer keeps the original here
         w = getattr(layer, attr)
         if hasattr(w, "quant_state"):  # bitsandbytes 4-bit: NF4 codes + scales -> dense
-            import bitsandbytes.functional as bnbf
             w = bnbf.dequantize_4bit(w.data, w.quant_state)
         if attr == "weight" and layer is not src:
             w = w + sum(src.get_delta_weight(a) for a in src.active_adapters)
