@@ -142,3 +142,15 @@ def test_real_gsm8k_rows_through_the_math_grader(tmp_path, shared_data):
     assert "7473 problems" in p.stdout
     (m,) = metrics(tmp_path)
     assert m["accuracy"] == 0.0 and m["no_answer"] == 4  # a random tiny model writes no \boxed{}
+
+
+def test_every_variant_flag_runs(tmp_path):
+    """KL to the adapter-free reference, several updates per batch, seq-mean, mixed-only ARM,
+    Dr.GRPO scaling, micro-batches and the plain peft sampling path, in one short run."""
+    p = train("--steps", 3, "--out", tmp_path, "--beta", 0.1, "--updates-per-batch", 2, "--loss-agg", "seq-mean",
+              "--arm-groups", "mixed", "--scale-rewards", "none", "--micro-batch", 16, "--no-fast-generation",
+              "--lr", 0.02)
+    assert "sampling from the peft model" in p.stdout and "| kl " in p.stdout
+    rows = metrics(tmp_path)
+    assert rows[0]["kl"] == 0.0  # LoRA starts at B = 0: the policy is the reference
+    assert rows[-1]["kl"] > 0 and any(m["clip_frac"] > 0 for m in rows)  # the second update is off-policy
