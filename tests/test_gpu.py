@@ -1,6 +1,6 @@
 """GPU checks, skipped without CUDA (CI has none): the Triton kernel compiled for the card, the
 trainer's CUDA path (compiled static-cache rollouts, kernel log-probs) and the NF4 generation copy.
-On a lent GPU: `python -m pytest -q tests/test_gpu.py` (TRITON_INTERPRET must be unset there)."""
+On a lent GPU: `TRITON_INTERPRET=0 python -m pytest -q tests/test_gpu.py` (conftest would set 1)."""
 import json
 import os
 import subprocess
@@ -14,7 +14,7 @@ import common
 import kernels
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
-                                reason="needs a CUDA GPU with compiled Triton (TRITON_INTERPRET unset)")
+                                reason="needs a CUDA GPU and compiled Triton (run with TRITON_INTERPRET=0)")
 ROOT = Path(__file__).resolve().parents[1]
 
 
