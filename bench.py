@@ -324,7 +324,7 @@ def bench_e2e(args):
                 peaks = dict(PEAKS)  # of the last step, per phase: the copy is resident in all of them
                 peak = max(peaks.values()) if peaks else None
                 copy_gib = sum(p.numel() * p.element_size() for p in gen.parameters()) / 2**30 if gen else 0.0
-                print(f"    RL step: " + " | ".join(f"{k} {v:.2f}s" for k, v in split.items())
+                print("    RL step: " + " | ".join(f"{k} {v:.2f}s" for k, v in split.items())
                       + f" | total {sum(split.values()):.2f}s | peak {peak or 0:.2f} GiB, of which the generation "
                       f"copy {copy_gib:.2f} GiB; per phase " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()),
                       flush=True)

@@ -24,7 +24,8 @@ Choices where the paper is silent (README's table says why; a flag where one is 
 14. The final answer is the last \boxed{} (else GSM8K's ####); an empty or cut-off last box is none.
 15. LoRA r16 / alpha 32 on all linear layers, dropout 0; AdamW, no weight decay, grad-norm clip 1.
 16. Prompt order: a fresh permutation per epoch, a pure function of (seed, step).
-17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed.
+17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed;
+    Ctrl-C finishes the step in flight, then saves (a second Ctrl-C quits without saving).
 18. --resume reuses the run's config.json (only --steps may change); later metrics lines are redone.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
@@ -34,9 +35,9 @@ Run:  python progrpo.py                          # offline demo: tiny model, toy
       python progrpo.py --resume runs/NAME       # continue a run from its last checkpoint
 """
 import json
-import math
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -215,8 +216,22 @@ def main():
     mb = args.micro_batch or P * G
     skipped_gold, t_run, done = 0, time.time(), start
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
+    stop = []  # Ctrl-C finishes the current step, so the checkpoint and metrics.jsonl agree
+
+    def on_ctrl_c(*_):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C quits at once
+        stop.append(True)
+        bar.write("Ctrl-C: finishing this step, then saving (Ctrl-C again quits without saving)")
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         for step in range(start + 1, args.steps + 1):
+            if stop:
+                if done > start:
+                    save_checkpoint(out, done, model, opt)
+                print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
+                      else "interrupted before the first step: nothing saved")
+                sys.exit(130)
             t0 = time.time()
             # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
@@ -263,7 +278,7 @@ def main():
                     clip_sum += (clipped.float() * mask[s]).sum().item()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 opt.step()
-            done = step  # what a checkpoint saved from here on holds
+            done = step  # the step whose update the weights now hold
 
             # 5. Log: every mean over completion tokens divides by their count; distinct counts per group.
             groups = correct.sum(1)
@@ -309,9 +324,7 @@ def main():
             if step % args.save_every == 0 or step == args.steps:
                 save_checkpoint(out, step, model, opt)
     except KeyboardInterrupt:
-        if done > start:
-            save_checkpoint(out, done, model, opt)
-        print(f"\ninterrupted: saved step {done} to {out}; continue with --resume {out}")
+        print(f"\nquit without saving; the last checkpoint in {out} stands")
         sys.exit(130)
     bar.close()
     last = history[-min(10, len(history)):]
