@@ -200,6 +200,12 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
     return read_rows(hub, rows, qf, af, limit)
 
 
+def gradable(task: Task, rows: list) -> list:
+    """The rows whose gold answer the task's grader can parse; the others are skipped (and counted
+    by the caller), never scored."""
+    return [r for r in rows if task.grade("", r["answer"])[1] != "bad_gold"]
+
+
 def math_task(name: str, rows: list) -> Task:
     return Task(name, rows, rewards.grade, rewards.extract_answer)
 

@@ -122,7 +122,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     for k in ks:  # a bad k fails before any sampling
         pass_at_k(n, 0, k)
     t0 = time.time()
-    rows = [r for r in task.rows if task.grade("", r["answer"])[1] != "bad_gold"]
+    rows = common.gradable(task, task.rows)
     logp_temp = temperature or 1.0  # greedy decoding (0): report the untempered distribution
     problems, ent_sum, prob_sum, n_tokens = [], 0.0, 0.0, 0.0
     bar = tqdm(total=len(rows), desc=task.name, disable=not progress, dynamic_ncols=True)

@@ -103,15 +103,20 @@ PRESETS = {  # values for the fields left at None above
 }
 
 
+def k3(ref_logp, logp):
+    """k3 = exp(ref - logp) - (ref - logp) - 1 per token: an unbiased, positive KL(pi || ref) estimate."""
+    d = ref_logp - logp
+    return d.exp() - d - 1
+
+
 def policy_loss(logp, old_logp, adv, clip_low, clip_high, ref_logp=None, beta=0.0):
     """Per-token loss and clip indicator, both (N, T). logp/old_logp/ref_logp (N, T), adv (N,)."""
     ratio = (logp - old_logp).exp()
     a = adv[:, None]
     loss = -torch.min(ratio * a, ratio.clamp(1 - clip_low, 1 + clip_high) * a)
     clipped = ((ratio > 1 + clip_high) & (a > 0)) | ((ratio < 1 - clip_low) & (a < 0))
-    if beta:  # k3 = exp(ref - logp) - (ref - logp) - 1, an unbiased, positive KL(pi || ref) estimate
-        d = ref_logp - logp
-        loss = loss + beta * (d.exp() - d - 1)
+    if beta:
+        loss = loss + beta * k3(ref_logp, logp)
     return loss, clipped
 
 
@@ -235,7 +240,7 @@ def main():
             t0 = time.time()
             # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
-            good = [r for r in rows if task.grade("", r["answer"])[1] != "bad_gold"]
+            good = common.gradable(task, rows)
             skipped_gold += len(rows) - len(good)
             if not good:
                 continue
@@ -289,7 +294,7 @@ def main():
                      entropy=((ent_all[:, L - 1:] * mask).sum() / n_tokens).item(),
                      completion_len=mask.sum(1).mean().item(),
                      clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch),
-                     kl=(((ref - old).exp() - (ref - old) - 1) * mask).sum().item() / n_tokens.item() if args.beta else 0.0,
+                     kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0,
                      arm_shift=(A_t - A).abs().mean().item(),
                      all_correct=(groups == G).float().mean().item(),
                      mixed=((groups > 0) & (groups < G)).float().mean().item(),
