@@ -227,8 +227,9 @@ def test_validate_grader_on_small_real_sets(shared_data, capsys):
     st = ev.validate_grader(str(shared_data), ["minerva_math", "aime24", "amc23"])
     out = capsys.readouterr().out
     # Minerva: the gold is the solution's own boxed answer, so every parseable gold must agree
-    # (measured: 267/267; 5 golds such as 'np.arcsin(10/13)' are not parseable math).
-    assert st["minerva_math"]["bad_gold"] <= 5
+    # (measured: 264/264; 8 golds are not parseable math, such as np.arcsin(10/13), or only parsed
+    # by pulling a number or an undefined value out of a longer expression).
+    assert st["minerva_math"]["bad_gold"] <= 8
     assert st["minerva_math"]["correct"] == 272 - st["minerva_math"]["bad_gold"]
     # AIME: AoPS solution texts, boxed in several styles (\boxed{104.}, \textbf{(073)}, \framebox): 30/30.
     assert st["aime24"]["correct"] == 30 and st["aime24"]["bad_gold"] == 0

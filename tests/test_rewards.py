@@ -1,5 +1,6 @@
-"""rewards.py: answer extraction, math-verify grading and its accounting, the demo pair task,
-and an end-to-end agreement check on the real MATH-500 and GSM8K reference solutions."""
+"""rewards.py: answer extraction, math-verify grading and its accounting, the refused reward hacks,
+gold_status, the demo pair task, and an end-to-end agreement check on the real MATH-500 and GSM8K
+reference solutions."""
 import json
 import signal
 import threading
@@ -10,7 +11,7 @@ import math_verify.grader
 import math_verify.parser
 import pytest
 
-from rewards import extract_answer, extract_pair, grade, math_reward, pair_reward
+from rewards import extract_answer, extract_pair, gold_status, grade, math_reward, pair_reward
 
 # ---------------------------------------------------------------- extraction
 
@@ -34,6 +35,8 @@ from rewards import extract_answer, extract_pair, grade, math_reward, pair_rewar
     ("#### 5\nsome trailing text", "5"),
     ("a #### 1 b\n#### 2", "2"),                            # last #### wins
     (r"#### 9 but \boxed{8}", "8"),                         # a box beats ####
+    (r"\boxed{\mathbf{127}}", "127"),                        # bold digits (an AIME solution)
+    (r"\boxed{3} then \boxed{4}}", "4"),                      # a stray brace after the last box
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
@@ -43,6 +46,8 @@ def test_extract_answer(text, expected):
     r"\boxed{}", r"\boxed{  }", r"\boxed{12", r"the answer is \boxed",
     r"\boxed{3} and then \boxed{",     # unterminated LAST box: no fallback to the earlier one
     r"\boxed{3} and then \boxed{}",    # empty last box: likewise
+    r"\boxed{3 \boxed{7}}", r"\boxed{8_{\boxed{7}}}", r"\fbox{8 \fbox{7}}",  # a box in the last box
+    r"\boxed{7} then \boxed{8 \boxed{7}}", r"\boxed{\boxed{7}}",
     "####", "####   \n", "no answer here", "", None,
 ])
 def test_extract_answer_none(text):
@@ -118,6 +123,141 @@ def test_numeric_gold_types():
     assert grade(r"\boxed{27}", 27) == (1.0, "correct")
 
 
+# ---------------------------------------------------------------- reward hacks (module doc, rules 1-6)
+
+
+@pytest.mark.parametrize("completion, gold, reward", [
+    # the hacks (most scored 1.0 before: math-verify is lenient) and the rule that refuses each
+    (r"\boxed{3 \boxed{7}}", "7", 0.0),                         # 1: a box inside the final box
+    (r"\boxed{8_{\boxed{7}}}", "7", 0.0),                       # 1
+    (r"\fbox{8 \fbox{7}}", "7", 0.0),                           # 1: the last box match is the inner one
+    (r"\boxed{\sout{8} 7}", "7", 0.0),                          # 2 (and 5): no number grabbed out of it
+    (r"\boxed{\cancel{8} 7}", "7", 0.0),                        # 2
+    (r"\boxed{\sout{\frac12} \frac{\sqrt3}{2}}", r"\frac{\sqrt3}{2}", 0.0),  # 2, for a non-numeric gold
+    (r"\boxed{\approx 7}", "7", 0.0),                           # 2 and 3
+    (r"\boxed{8=7}", "7", 0.0),                                 # 3: math-verify kept the right side
+    (r"\boxed{\text{I don't know}=7}", "7", 0.0),               # 3 and 4
+    (r"\boxed{x = 8 = 7}", "7", 0.0),                           # 3: one assignment is dropped, not two
+    (r"\boxed{x = 8 = 5}", "x=5", 0.0),                         # 3: math-verify truncated the chain
+    (r"\boxed{x \approx 7}", "7", 0.0),                         # 3
+    (r"\boxed{\frac12 = \frac{\sqrt3}{2}}", r"\frac{\sqrt3}{2}", 0.0),  # 3
+    (r"\boxed{7 \text{ (or maybe 8)}}", "7", 0.0),              # 4: math-verify dropped the text
+    (r"\boxed{7 \mbox{ or 8}}", "7", 0.0),                      # 4
+    (r"\boxed{7 \mathrm{ or 8}}", "7", 0.0),                    # 4
+    (r"\boxed{7 \text{ maybe}}", "7", 0.0),                     # 4: a hedge word is not a unit
+    (r"\boxed{\text{maybe } 7}", "7", 0.0),                     # 4: text before the number
+    (r"\boxed{7 \text{ cm} \text{ or 8}}", "7", 0.0),           # 4: one unit only
+    (r"\boxed{\frac{\sqrt3}{2} \text{ (or 1/2)}}", r"\frac{\sqrt3}{2}", 0.0),  # 4, non-numeric gold
+    (r"\boxed{7 + 3}", "10", 0.0),                              # 5: the question's arithmetic
+    (r"\boxed{12*5-3}", "57", 0.0),                             # 5
+    (r"\boxed{2 \cdot 5}", "10", 0.0),                          # 5
+    (r"\boxed{\sqrt{100}}", "10", 0.0),                         # 5
+    (r"\boxed{\frac{20}{2}}", "10", 0.0),                       # 5: a fraction counts only in lowest terms
+    (r"\boxed{20/2}", "10", 0.0),                               # 5
+    (r"\boxed{7_{8}}", "7", 0.0),                               # 5: math-verify dropped the subscript
+    (r"\boxed{7, 8}", "7", 0.0),                                # 5
+    (r"\boxed{\frac{7}{1}}", "7", 0.0),                         # 5
+    (r"\boxed{7 or eight}", "7", 0.0),                          # 4 and 5: bare words are held to the unit rule
+    (r"\boxed{seven}", "7", 0.0),                               # 5
+    (r"\boxed{rtue}", "True", 0.0),                             # 6: not the product E*r*t*u
+    (r"\boxed{rtue}", r"\text{True}", 0.0),                     # 6
+    # legitimate near-misses that must keep scoring 1.0
+    (r"\boxed{5}", "x=5", 1.0),
+    (r"\boxed{x=5}", "x=5", 1.0),
+    (r"\boxed{x = 5}", "5", 1.0),                               # 3: one leading assignment is dropped
+    (r"\boxed{\theta = 30^\circ}", r"30^\circ", 1.0),
+    (r"\boxed{y = 2x + 3}", "y = 2x + 3", 1.0),
+    (r"\boxed{x \in [-2,7]}", "[-2,7]", 1.0),
+    (r"\boxed{[-2,7]}", r"x \in [-2,7]", 1.0),
+    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}", 1.0),  # non-numeric gold: math-verify decides
+    (r"\boxed{\frac{\sqrt{6}}{2\sqrt{2}}}", r"\frac{\sqrt3}{2}", 1.0),
+    (r"\boxed{2\pi}", r"2\pi", 1.0),
+    (r"\boxed{0.5}", r"\frac12", 1.0),
+    (r"\boxed{\frac{1}{2}}", r"\dfrac{1}{2}", 1.0),
+    (r"\boxed{3/4}", r"\frac 34", 1.0),
+    (r"\boxed{\frac{-3}{4}}", r"-\frac34", 1.0),
+    (r"\boxed{4\frac{2}{3}}", r"\frac{14}{3}", 1.0),            # a mixed number
+    (r"\boxed{\frac{275}{2}}", r"137 \frac{1}{2}", 1.0),
+    (r"\boxed{1,000}", "1000", 1.0),
+    (r"\boxed{- 7}", "-7", 1.0),
+    (r"\boxed{3 \times 10^{8}}", "300000000", 1.0),             # scientific notation is a number
+    (r"\boxed{10\%}", "10", 1.0),                               # math-verify: 10% and 10 both accepted
+    (r"\boxed{10}", r"10\%", 1.0),
+    (r"\boxed{\$18.90}", r"\$18.90", 1.0),
+    (r"\boxed{30}", r"30^\circ", 1.0),
+    (r"\boxed{5\text{ cm}}", "5", 1.0),                         # 4: one trailing unit
+    (r"\boxed{5 \text{ inches}}", "5", 1.0),
+    (r"\boxed{7 \ \text{cm}}", "7", 1.0),
+    (r"\boxed{7\,\mathrm{cm}}", "7", 1.0),
+    (r"\boxed{15\mbox{ cm}^2}", r"15\mbox{ cm}^2", 1.0),        # MATH-500 answers with units
+    (r"\boxed{5.4}", r"5.4 \text{ cents}", 1.0),
+    (r"\boxed{\frac{270}{7}\text{ degrees}}", r"\frac{270}7\text{ degrees}", 1.0),
+    (r"\boxed{\text{Evelyn}}", r"\text{Evelyn}", 1.0),          # 4: text as the whole answer
+    (r"\boxed{Evelyn}", r"\text{Evelyn}", 1.0),
+    (r"\boxed{\text{(E)}}", r"\text{(E)}", 1.0),
+    (r"\boxed{\textbf{(073)}}", "73", 1.0),                     # AIME style
+    (r"\boxed{{18}}", "18", 1.0),
+    (r"\boxed{\left(18\right)}", "18", 1.0),
+    (r"\boxed{\displaystyle 18}", "18", 1.0),
+    (r"\boxed{18 \quad \text{cm}}", "18", 1.0),
+    (r"\boxed{18\text{ }}", "18", 1.0),
+    (r"\boxed{18\text{\%}}", "18", 1.0),
+    (r"\boxed{18 \text{ (units)}}", "18", 1.0),
+    (r"\boxed{\frac{3}{4}~\text{cm}}", r"\frac34", 1.0),
+    (r"\boxed{18 apples}", "18", 1.0),                          # 4: a bare unit word (math-verify drops it)
+    (r"\boxed{5 cm}", "5", 1.0),
+    (r"\boxed{AB = 18}", "18", 1.0),                            # 3: a name is dropped before "="
+    (r"\boxed{f(3) = 18}", "18", 1.0),
+    (r"\boxed{m\angle A = 30^\circ}", "30", 1.0),
+    (r"\boxed{True}", "True", 1.0),                             # 6: a word equals itself
+    (r"\boxed{\text{True}}", "True", 1.0),
+])
+def test_reward_hacks(completion, gold, reward):
+    assert grade(completion, gold)[0] == reward
+
+
+def test_long_answers_are_cheap():
+    # the refusal rules run before math-verify's timeout is armed: they must stay linear-time and not raise
+    n = 20000
+    for ans in ["7 \\text{" + "a" * n + "1}", "\\frac{" + "1" * n + "}{2}", "a " * n + "1 = 7", "\\ab" * 5000 + "1 = 7",
+                "7" + "\\," * n + "x", "7 \\text{cm}" + " " * n + "x", "x_{" + "1" * n]:
+        start = time.perf_counter()
+        assert grade("\\boxed{" + ans + "}", "7", timeout=1)[0] == 0.0
+        assert time.perf_counter() - start < 2
+
+
+def test_refusal_statuses():
+    assert grade(r"\boxed{3 \boxed{7}}", "7") == (0.0, "no_answer")  # rule 1: the final box is not clean
+    assert grade(r"\boxed{8=7}", "7") == (0.0, "wrong")               # rules 2-5: an answer, refused
+    assert grade(r"\boxed{7 + 3}", "10") == (0.0, "wrong")
+
+
+# ---------------------------------------------------------------- gold_status
+
+
+@pytest.mark.parametrize("gold, status", [
+    ("7", "ok"), (27.0, "ok"), (27, "ok"), ("x=5", "ok"), (r"\text{Evelyn}", "ok"), (r"\infty", "ok"),
+    (r"(-\infty, 0]", "ok"), (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "ok"), ("True", "ok"),
+    (r"so the answer is $\boxed{3}$.", "ok"),
+    (r"\frac{1}{0}", "bad_gold"), ("0/0", "bad_gold"), (r"\infty - \infty", "bad_gold"),  # undefined
+    ("9^{9^{9}}", "bad_gold"), ("(10^{10})!", "bad_gold"),      # every comparison would time out
+    (True, "bad_gold"), (False, "bad_gold"), ({"a": 1}, "bad_gold"), ([[1]], "bad_gold"), ([], "bad_gold"),
+    (None, "bad_gold"), (float("nan"), "bad_gold"), (float("inf"), "bad_gold"), ("nan", "bad_gold"),
+    ("-inf", "bad_gold"),                                       # a non-finite float made a string
+    ("", "bad_gold"), ("   ", "bad_gold"), (r"\frac{", "bad_gold"), (r"\boxed{12", "bad_gold"),
+    (r"\boxed{3 \boxed{7}}", "bad_gold"),
+])
+def test_gold_status(gold, status):
+    start = time.perf_counter()
+    assert gold_status(gold, timeout=1) == status
+    assert time.perf_counter() - start < 3  # bounded: each step runs under the 1 s timeout
+
+
+def test_grade_agrees_on_undefined_gold():
+    assert grade(r"\boxed{\frac{1}{0}}", r"\frac{1}{0}") == (0.0, "bad_gold")  # not zoo == zoo
+    assert grade(r"\boxed{1}", float("nan")) == (0.0, "bad_gold")
+
+
 # ---------------------------------------------------------------- timeouts and errors
 
 
@@ -168,10 +308,17 @@ def test_grade_refuses_other_threads():
         except RuntimeError as e:
             errors.append(e)
 
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    assert len(errors) == 1 and "main thread" in str(errors[0])
+    def work_gold():
+        try:
+            gold_status("2")
+        except RuntimeError as e:
+            errors.append(e)
+
+    for target in (work, work_gold):
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+    assert len(errors) == 2 and all("main thread" in str(e) for e in errors)
 
 
 # ---------------------------------------------------------------- demo pair task
@@ -206,6 +353,7 @@ def test_math500_reference_solutions_agree(shared_data):
     rows = _rows(shared_data / "math500" / "test.jsonl")
     assert len(rows) == 500
     statuses = [grade(r["solution"], r["answer"])[1] for r in rows]
+    assert all(gold_status(r["answer"]) == "ok" for r in rows)
     ok = statuses.count("correct")
     misses = [(r["answer"], extract_answer(r["solution"]), s) for r, s in zip(rows, statuses) if s != "correct"]
     assert ok / len(rows) >= 0.995, f"MATH-500 agreement {ok}/{len(rows)} = {ok / len(rows):.2%}; misses: {misses[:10]}"
