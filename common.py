@@ -3,9 +3,14 @@ demo model and task, data sets, the prompt format, sampling, and per-token log-p
 
 Shapes: N rows (= P prompts x G samples), L prompt tokens (left-padded), T completion tokens.
 """
+import dataclasses
+import functools
 import json
 import logging
+import math
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +28,7 @@ import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig,  # noqa: E402
-                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
+                          HfArgumentParser, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 
 import kernels  # noqa: E402
 import rewards  # noqa: E402
@@ -56,6 +61,7 @@ class Task:
     rows: list  # [{"question": str, "answer": str}], answer = the final answer only
     grade: Callable[[str, str], tuple]  # (completion, gold) -> (reward, status), see rewards.grade
     extract: Callable[[str], object]  # completion -> normalised final answer or None
+    gold_ok: Callable[[object], bool]  # can `grade` score against this gold answer? (see gradable)
     instruction: str = INSTRUCTION
 
 
@@ -67,7 +73,7 @@ DEMO_TARGETS = range(2, 10)  # "sum 7" -> any two digits a b with a + b = 7: S +
 def demo_task() -> Task:
     rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
     grade = lambda completion, target: (r := rewards.pair_reward(completion, target), "correct" if r else "wrong")
-    return Task("demo", rows, grade, rewards.extract_pair, instruction="")
+    return Task("demo", rows, grade, rewards.extract_pair, lambda target: True, instruction="")
 
 
 def tiny_model():
@@ -91,13 +97,16 @@ def tiny_model():
 
 # ---------------------------------------------------------------------------------------------
 def resolve_model(name: str) -> str:
-    """'Qwen2.5-1.5B' -> 'Qwen/Qwen2.5-1.5B'; 'tiny', hub ids ('org/name') and folders pass through."""
+    """'Qwen2.5-1.5B' -> 'Qwen/Qwen2.5-1.5B', a folder -> its absolute path, 'tiny' and hub ids
+    ('org/name') as they are: one model, one resolved name (eval.py compares them)."""
     if name == "tiny":
         return name
     if QWEN.fullmatch(name):
         return f"Qwen/{name}"
-    if "/" in name or Path(name).is_dir():
-        return name
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    if "/" in name:
+        return name.rstrip("/")
     raise SystemExit(f"error: unknown model {name!r}: use 'tiny', a Qwen2.5 alias such as "
                      f"'Qwen2.5-1.5B' or 'Qwen2.5-Math-7B-Instruct', a hub id 'org/name' or a local folder")
 
@@ -106,6 +115,66 @@ def last_checkpoint(run) -> Path | None:
     """The newest ckpt-NNNNNN folder of a run (zero-padded: the last in sorted order), or None."""
     ckpts = sorted(Path(run).glob("ckpt-*"))
     return ckpts[-1] if ckpts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Command lines, files and JSON: every bad input is one line on stderr, never a traceback.
+UNSET = object()
+
+
+def parse_args(cls, argv=None):
+    """(cls instance, names of the flags given on the command line). A bad value or an unknown flag
+    is one line (argparse would print the whole usage first, HfArgumentParser a traceback)."""
+    parser = HfArgumentParser(cls)
+    parser.error = lambda msg: sys.exit(f"error: {msg} (see --help)")  # sys.exit(str): that line, exit code 1
+    parser.set_defaults(**{f.name: UNSET for f in dataclasses.fields(cls)})  # tells a given flag from a default
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unknown argument {unknown[0]!r}")
+    given = {k: v for k, v in vars(ns).items() if v is not UNSET}
+    return cls(**given), set(given)  # the dataclass fills in the rest
+
+
+RANGES = {">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
+          "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def check_ranges(args, rules: dict) -> None:
+    """Stop with one line naming the first flag outside its range. rules = {field: range}, a range
+    being a key of RANGES, prefixed 'int ' for whole numbers; NaN and inf are outside every range."""
+    for name, rule in rules.items():
+        value, integer = getattr(args, name), rule.startswith("int ")
+        kind = int if integer else (int, float)
+        if not (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+                and RANGES[rule.removeprefix("int ")](value)):
+            raise SystemExit(f"error: --{name.replace('_', '-')} {value}: must be "
+                             f"{'an integer' if integer else 'a number'} {rule.removeprefix('int ')}")
+
+
+def check_writable(path, flag: str, parents: bool = False) -> None:
+    """Stop with one line unless `path` can be created: its folder exists (with parents=True, the
+    nearest existing folder above it) and is writable. Checked before work whose result goes there."""
+    folder = Path(path).absolute().parent
+    while parents and not folder.exists():
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise SystemExit(f"error: {flag} {path}: {folder} is not an existing, writable folder")
+
+
+def to_json(obj, **kw) -> str:
+    """json.dumps with NaN and inf written as null: strict JSON parsers reject them."""
+    def clean(x):
+        if isinstance(x, (dict, list, tuple)):
+            return {k: clean(v) for k, v in x.items()} if isinstance(x, dict) else [clean(v) for v in x]
+        return None if isinstance(x, float) and not math.isfinite(x) else x
+    return json.dumps(clean(obj), allow_nan=False, **kw)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a file's contents all at once: a kill mid-write leaves the old file, not half a new one."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: int = 16,
@@ -118,25 +187,27 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
         model.to(device)
     else:
         hub_id = resolve_model(name)
-        quant = None
-        if load_in_4bit:
-            quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                       bnb_4bit_use_double_quant=True,
-                                       bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32
+                                   ) if load_in_4bit else None
         try:
             tok = AutoTokenizer.from_pretrained(hub_id)
             model = AutoModelForCausalLM.from_pretrained(
                 hub_id, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
                 quantization_config=quant, device_map={"": device})
-        except OSError as e:  # unknown id, no network, gated repository
-            raise SystemExit(f"error: cannot load model {hub_id!r}: {str(e).splitlines()[0]}") from None
+        except (OSError, ValueError) as e:  # unknown id, no network, gated repository, a broken folder
+            raise SystemExit(f"error: cannot load model {hub_id!r}: {(str(e) or type(e).__name__).splitlines()[0]}") from None
     tok.padding_side = "left"  # prompts end where generation starts
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if adapter:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        try:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        except Exception as e:  # a missing, truncated or foreign file: json, safetensors and torch errors vary
+            raise SystemExit(f"error: cannot load the LoRA adapter in {adapter}: {type(e).__name__}: "
+                             f"{(str(e) or '-').splitlines()[0][:200]}") from None
     else:
         targets = lora_targets if lora_targets == "all-linear" else lora_targets.split(",")
         model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
@@ -148,11 +219,14 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
 
 
 # ---------------------------------------------------------------------------------------------
-def gold(value) -> str:
+def gold(value) -> str | None:
     """The final answer from a data set's answer field: a list (OlympiadBench) gives its first item,
-    a number its shortest form (27.0 -> '27'), a worked solution its \\boxed{} or '#### x' answer."""
+    a number its shortest form (27.0 -> '27'), a worked solution its \\boxed{} or '#### x' answer.
+    Anything else (true/false, an object, a nested list) is None: a bad gold, skipped and counted."""
     if isinstance(value, list):
         value = value[0] if value else ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -165,21 +239,44 @@ def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
     for i, row in enumerate(rows):
         if limit and len(out) == limit:
             break
-        q = next((row[f] for f in question_fields if row.get(f) not in (None, "")), None)
-        a = next((row[f] for f in answer_fields if row.get(f) not in (None, "", [])), None)
-        if q is None or a is None:
-            missing = "/".join(question_fields if q is None else answer_fields)
-            raise SystemExit(f"error: {source}: row {i} has no field {missing!r} (fields: {sorted(row)})")
-        out.append({"question": str(q), "answer": gold(a)})
+        picked = []
+        for fields in (question_fields, answer_fields):  # the first field present and not empty
+            value = next((row[f] for f in fields if row.get(f) not in (None, "", [])), None)
+            if value is None:
+                there = next((f for f in fields if f in row), None)
+                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there
+                                 else f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
+            picked.append(value)
+        out.append({"question": str(picked[0]), "answer": gold(picked[1])})
     return out
 
 
 def read_jsonl(path) -> list:
+    """The objects of a JSON Lines file (a UTF-8 byte-order mark is allowed); anything else stops
+    with one line naming the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"error: data file {path} not found")
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+    except OSError as e:  # missing, a folder, unreadable
+        raise SystemExit(f"error: data file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SystemExit(f"error: {path}: line {line} is not UTF-8 text") from None
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise SystemExit(f"error: {path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(rows[-1], dict):
+            raise SystemExit(f"error: {path}: line {n} is a JSON {type(rows[-1]).__name__}, not an object: "
+                             f"expected JSON Lines, one object per line")
+    if not rows:
+        raise SystemExit(f"error: data file {path} holds no rows (empty or blank)")
+    return rows
 
 
 def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) -> list:
@@ -201,13 +298,24 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
 
 
 def gradable(task: Task, rows: list) -> list:
-    """The rows whose gold answer the task's grader can parse; the others are skipped (and counted
-    by the caller), never scored."""
-    return [r for r in rows if task.grade("", r["answer"])[1] != "bad_gold"]
+    """The rows whose gold answer the task can grade; the others are skipped (and counted by the
+    caller), never scored."""
+    return [r for r in rows if task.gold_ok(r["answer"])]
 
 
 def math_task(name: str, rows: list) -> Task:
-    return Task(name, rows, rewards.grade, rewards.extract_answer)
+    gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")  # once per gold: it may cost a timeout
+    return Task(name, rows, rewards.grade, rewards.extract_answer, gold_ok)
+
+
+def check_prompt_lengths(model, tok, task: Task, max_new_tokens: int, source: str) -> None:
+    """Stop with one line when a prompt plus the completion budget does not fit the model's context."""
+    context = getattr(model.config, "max_position_embeddings", None) or math.inf
+    prompts = [format_prompt(tok, r["question"], task.instruction) for r in task.rows]
+    for i, ids in enumerate(tok(prompts, add_special_tokens=False).input_ids if prompts else []):
+        if len(ids) + max_new_tokens > context:
+            raise SystemExit(f"error: {source}: problem {i}'s prompt is {len(ids)} tokens, which with --max-new-"
+                             f"tokens {max_new_tokens} exceeds the model's context of {context}: drop it or lower it")
 
 
 def format_prompt(tok, question: str, instruction: str = INSTRUCTION) -> str:
@@ -248,6 +356,7 @@ def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: 
     # A full config, so that the model's own defaults (Qwen's top_k=20, repetition penalty) stay out.
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
     config = GenerationConfig(**sampling, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+                              remove_invalid_values=True,  # NaN logits: sample, and let the loss check stop the run
                               eos_token_id=stop, pad_token_id=tok.pad_token_id,
                               cache_implementation="static" if static_cache else None)
     was_training = model.training

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import HfArgumentParser
 
 import arm
 import common
@@ -97,17 +96,22 @@ def load_task(name: str, data_dir: str = "", limit: int = 0) -> common.Task:
 
 
 def resolve_adapter(path: str, model: str) -> str:
-    """An adapter folder as given; a progrpo.py run folder -> its last ckpt-* (trained on `model`)."""
-    if not path or (Path(path) / "adapter_config.json").is_file():
+    """An adapter folder as given; a progrpo.py run folder -> its last ckpt-*. Either way, when the
+    run's config.json is there (a run folder, or above a ckpt-*), its --model must be `model`."""
+    if not path:
         return path
-    ckpt = common.last_checkpoint(path)
+    ckpt = Path(path) if (Path(path) / "adapter_config.json").is_file() else common.last_checkpoint(path)
     if ckpt is None:
         raise SystemExit(f"error: --adapter {path}: neither an adapter folder (adapter_config.json) "
                          f"nor a run folder with ckpt-* checkpoints")
-    config = Path(path) / "config.json"
-    trained = json.loads(config.read_text())["model"] if config.is_file() else model
-    if trained != model:
-        raise SystemExit(f"error: --adapter {path} was trained on --model {trained}, not {model}")
+    config = ckpt.parent / "config.json"
+    if ckpt.name.startswith("ckpt-") and config.is_file():
+        try:
+            trained = json.loads(config.read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: --adapter {path}: {config} is not a readable run config ({type(e).__name__})") from None
+        if common.resolve_model(trained) != common.resolve_model(model):
+            raise SystemExit(f"error: --adapter {path} was trained on --model {trained}, not {model}")
     return str(ckpt)
 
 
@@ -182,9 +186,14 @@ def table(title: str, summaries: dict) -> str:
 
 
 def read_result(path: str) -> dict:
+    """{benchmark: result} of an eval.py JSON, each with its ks and a pass@k for each k."""
     try:
-        return json.loads(Path(path).read_text())["benchmarks"]
-    except (OSError, ValueError, KeyError) as e:  # missing file, not JSON, not an eval.py result
+        runs = json.loads(Path(path).read_text())["benchmarks"]
+        for r in runs.values():  # what compare() reads: a number for each pass@k
+            if not all(isinstance(r["summary"][f"pass@{k}"], (int, float)) for k in r["ks"]):
+                raise ValueError("a pass@k that is not a number")
+        return runs
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # missing, not JSON, another shape
         raise SystemExit(f"error: --compare {path}: not a readable eval.py result ({type(e).__name__}: {e})") from None
 
 
@@ -250,9 +259,13 @@ def validate_grader(data_dir: str, names: list) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+def main(argv=None):
+    args = common.parse_args(Args, argv)[0]
+    common.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
+                                   top_p="in (0, 1]", batch_prompts="int >= 1", arm_low_frac="in (0, 1]",
+                                   seed="int >= 0"))
     if args.compare:
+        common.check_writable(args.plot, "--plot")
         return compare(args.compare, args.plot)
     names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
     unknown = [b for b in names if b != "demo" and b not in common.BENCHMARKS]
@@ -263,20 +276,26 @@ def main():
                                else list(common.BENCHMARKS))  # every benchmark unless named
     ks = parse_ks(args.k, args.n)  # every check that needs no model comes first
     adapter = resolve_adapter(args.adapter, args.model)
+    out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if out.is_dir():
+        raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
+    common.check_writable(out, "--out")
     tasks = [load_task(b, args.data_dir, args.limit) for b in names]
+    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in tasks}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
+    for t in tasks:
+        common.check_prompt_lengths(model, tok, t, budget[t.name], t.name)
     gen = common.generation_copy(model) if args.fast_generation else None
-    out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
     print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
           f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems" for t in tasks))
     for task in tasks:
         torch.manual_seed(args.seed)
-        res = evaluate(model, tok, task, args.n, ks, args.max_new_tokens or (2 if task.name == "demo" else 3072),
-                       args.temperature, args.top_p, args.batch_prompts, args.arm_low_frac, gen=gen)
+        res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,
+                       args.batch_prompts, args.arm_low_frac, gen=gen)
         result["benchmarks"][task.name] = res
-        out.write_text(json.dumps(result, indent=1))  # after each benchmark: a crash keeps what is done
+        common.write_atomic(out, common.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
         print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))
     print(f"\nsaved {out}")
 

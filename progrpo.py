@@ -19,14 +19,17 @@ Choices where the paper is silent (README's table says why; a flag where one is 
  9. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
 10. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty, stop at EOS.
 11. alpha = 1.0 by default (README: the demo experiment).
-12. A problem whose gold answer cannot be parsed is skipped before sampling, and counted.
+12. A problem whose gold answer cannot be graded (rewards.gold_status, decided once) is skipped before
+    sampling, and counted.
 13. A grading timeout, or a completion without a final answer, scores 0 and is counted.
-14. The final answer is the last \boxed{} (else GSM8K's ####); an empty or cut-off last box is none.
+14. The final answer is the last outermost \boxed{} (else GSM8K's ####); an empty or cut-off last box
+    is none; rewards.py refuses the answers math-verify would wrongly pass (README: the grader).
 15. LoRA r16 / alpha 32 on all linear layers, dropout 0; AdamW, no weight decay, grad-norm clip 1.
 16. Prompt order: a fresh permutation per epoch, a pure function of (seed, step).
 17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed;
-    Ctrl-C finishes the step in flight, then saves (a second Ctrl-C quits without saving).
-18. --resume reuses the run's config.json (only --steps may change); later metrics lines are redone.
+    Ctrl-C or SIGTERM finishes the step in flight, then saves (a second one quits without saving).
+18. --resume reuses the run's config.json: a flag given again must equal it, except --steps (not
+    below the checkpoint); metrics lines after the checkpoint are redone, a torn last line dropped.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
 
@@ -34,7 +37,11 @@ Run:  python progrpo.py                          # offline demo: tiny model, toy
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
       python progrpo.py --resume runs/NAME       # continue a run from its last checkpoint
 """
+import fcntl
+import importlib.util
+import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -46,7 +53,6 @@ from typing import Literal, Optional
 
 import torch
 from tqdm import tqdm
-from transformers import HfArgumentParser
 
 import arm
 import common
@@ -103,6 +109,18 @@ PRESETS = {  # values for the fields left at None above
 }
 
 
+def check_args(args):
+    """Every numeric flag in its range, before any model or data loads; one line naming the flag."""
+    common.check_ranges(args, dict(
+        steps="int >= 1", prompts_per_step="int >= 1", group_size="int >= 2", max_new_tokens="int >= 1",
+        lr="in (0, 1]", temperature="> 0", top_p="in (0, 1]", alpha=">= 0", arm_low_frac="in (0, 1]",
+        clip_low="in [0, 1)", clip_high=">= 0", beta=">= 0", updates_per_batch="int >= 1", micro_batch="int >= 0",
+        max_grad_norm="> 0", lora_rank="int >= 1", lora_alpha="int >= 1", seed="int >= 0", save_every="int >= 1",
+        sample_every="int >= 0", eval_every="int >= 0", eval_n="int >= 1", eval_limit="int >= 0"))
+    if args.wandb and importlib.util.find_spec("wandb") is None:
+        raise SystemExit("error: --wandb needs the wandb package: pip install wandb")
+
+
 def k3(ref_logp, logp):
     """k3 = exp(ref - logp) - (ref - logp) - 1 per token: an unbiased, positive KL(pi || ref) estimate."""
     d = ref_logp - logp
@@ -145,6 +163,8 @@ def save_checkpoint(out: Path, step, model, opt):
     final, tmp = out / f"ckpt-{step:06d}", out / f".tmp-ckpt-{step:06d}"
     if final.exists():
         return
+    if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
+        raise SystemExit(f"error: step {step}: the adapter holds NaN or inf; not saved (lower --lr)")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -155,20 +175,110 @@ def save_checkpoint(out: Path, step, model, opt):
             shutil.rmtree(old)
 
 
-def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    if args.resume:  # the run's own config; only --steps may be changed on the command line
-        config = Path(args.resume) / "config.json"
-        if not config.is_file():
-            raise SystemExit(f"error: --resume {args.resume}: no config.json there")
-        saved = json.loads(config.read_text())
-        args = replace(Args(**saved), resume=args.resume, out=args.resume, steps=args.steps or saved["steps"])
+def holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+
+
+def claim(folder: Path, new: bool):
+    """Lock a run folder for this process: a second live process on it is refused. flock is
+    released by the kernel when the process ends, even on kill -9, so a lock is never stale."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a")
+    except OSError as e:
+        raise SystemExit(f"error: cannot create the run folder {folder}: {e.strerror}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"error: {folder} is in use by another live progrpo.py process") from None
+    if new and holds_files(folder):  # another run got here between our check and the lock
+        raise SystemExit(f"error: --out {folder} is not empty: continue its run with --resume {folder}")
+    for tmp in folder.glob(".tmp-*"):  # left by a kill mid-write; no live process owns them now
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    return lock
+
+
+def unique_folder(base: str) -> Path:
+    """base, base-2, base-3, ...: the first that did not exist, created here (mkdir is atomic, so
+    runs started in the same second get different folders)."""
+    for i in itertools.count(1):
+        folder = Path(base if i == 1 else f"{base}-{i}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"error: cannot create the run folder {folder}: {e.strerror}") from None
+
+
+def resumed_args(args, given: set):
+    """The run's saved Args; a flag given again must equal the saved value, except --steps."""
+    run = Path(args.resume)
+    try:
+        saved = Args(**json.loads((run / "config.json").read_text()))
+    except FileNotFoundError:
+        raise SystemExit(f"error: --resume {run}: no config.json there") from None
+    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, not an Args
+        raise SystemExit(f"error: --resume {run}: config.json is not a readable progrpo.py config "
+                         f"({type(e).__name__}); the run cannot be continued") from None
+    for name in sorted(given - {"resume", "steps"}):
+        if getattr(args, name) != getattr(saved, name):
+            raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
+                             f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
+                             f"change); start a new run for other settings")
+    return replace(saved, resume=str(run), out=str(run), steps=args.steps if "steps" in given else saved.steps)
+
+
+def read_metrics(path: Path, start: int) -> list:
+    """metrics.jsonl up to the checkpoint's step (later steps are redone). A torn last line (a kill
+    or a full disk mid-append) is dropped and said; a bad line before it stops with one line."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().decode(errors="replace").split("\n")
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                rows.append(json.loads(line))
+                rows[-1]["step"] = int(rows[-1]["step"])
+        except (ValueError, KeyError, TypeError):
+            if n < len(lines):  # a line that ends in a newline was written whole, so it is not torn
+                raise SystemExit(f"error: {path}: line {n} is corrupt; fix or delete it, then --resume") from None
+            print(f"note: {path}: dropped a torn last line (the run was killed mid-write)")
+    return [m for m in rows if m["step"] <= start]
+
+
+def check_run_folder(args) -> tuple[Path | None, int]:
+    """Read-only checks before anything loads: a new run's --out is empty (or new) and can be
+    created; a resumed run has a checkpoint at or below --steps. Returns (checkpoint, its step)."""
+    if not args.resume:
+        out = Path(args.out or "runs")
+        if args.out and (out.is_file() or holds_files(out)):
+            raise SystemExit(f"error: --out {out} is not an empty folder"
+                             + (f": continue its run with --resume {out}" if out.is_dir() else ""))
+        common.check_writable(out / "run", "--out", parents=True)
+        return None, 0
+    ckpt = common.last_checkpoint(args.resume)
+    if ckpt is None:
+        raise SystemExit(f"error: --resume {args.resume}: no checkpoint (ckpt-*) there")
+    step = int(ckpt.name.split("-")[1])
+    if args.steps < step:
+        raise SystemExit(f"error: --steps {args.steps} is below the checkpoint's step {step}")
+    return ckpt, step
+
+
+def main(argv=None):
+    args, given = common.parse_args(Args, argv)
+    if args.resume:  # the run's own config; a second live process on the folder is refused
+        args = resumed_args(args, given)
+        lock = claim(Path(args.resume), new=False)  # held (open) until the process ends
     common.resolve_model(args.model)  # fail on a bad name before loading any data
     args.task = args.task or ("demo" if args.model == "tiny" else "gsm8k")
     for k, v in PRESETS["demo" if args.task == "demo" else "hub"].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
-    if args.group_size < 2:
-        raise SystemExit("error: --group-size must be at least 2 (advantages are relative to the group)")
+    check_args(args)
+    ckpt, start = check_run_folder(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
 
@@ -185,32 +295,38 @@ def main():
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
     eval_ks = evaluation.parse_ks("", args.eval_n)
 
-    # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter.
-    out = Path(args.out or f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    args.out = str(out)
-    ckpt = common.last_checkpoint(out) if args.resume else None
-    if args.resume and ckpt is None:
-        raise SystemExit(f"error: --resume {out}: no checkpoint (ckpt-*) there")
+    # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter and state.
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", args.lora_rank,
                                    args.lora_alpha, args.lora_targets, str(ckpt or ""),
                                    args.gradient_checkpointing and device == "cuda")
+    for t in [task, *eval_tasks]:
+        common.check_prompt_lengths(model, tok, t, args.max_new_tokens, args.data or t.name)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    start = 0
     if ckpt:
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
+        try:
+            state = torch.load(ckpt / "state.pt", weights_only=False)
+            opt.load_state_dict(state["optimizer"])
+        except Exception as e:  # truncated or foreign file: pickle, zip, key and shape errors vary
+            raise SystemExit(f"error: {ckpt / 'state.pt'} is unreadable ({type(e).__name__}); "
+                             f"the run cannot be continued from it") from None
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        start = state["step"]
     gen = common.generation_copy(model) if args.fast_generation else None  # None: no room on the GPU
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(args), indent=1))
+
+    # The run folder: every check has passed, so only now is anything in it written.
+    if args.resume:
+        out = Path(args.out)
+        history = read_metrics(out / "metrics.jsonl", start)
+    else:
+        out = Path(args.out) if args.out else unique_folder(
+            f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        lock, history = claim(out, new=True), []  # noqa: F841 (held open until the process ends)
+    args.out = str(out)
     metrics_path = out / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics_path.open()] if metrics_path.exists() else []
-    history = [m for m in history if m["step"] <= start]  # steps after the checkpoint are redone
-    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+    common.write_atomic(out / "config.json", common.to_json(asdict(args), indent=1))
+    common.write_atomic(metrics_path, "".join(common.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
     print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out} | sampling from "
           + ("a merged copy" if gen is not None else "the peft model")
@@ -219,16 +335,22 @@ def main():
         import wandb
         wandb.init(project="progrpo", config=vars(args), name=out.name, resume="allow")
     mb = args.micro_batch or P * G
-    skipped_gold, t_run, done = 0, time.time(), start
+    skipped_gold, t_run, done = history[-1]["skipped_gold"] if history else 0, time.time(), start
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
-    stop = []  # Ctrl-C finishes the current step, so the checkpoint and metrics.jsonl agree
+    stop = []  # Ctrl-C or SIGTERM finishes the current step, so the checkpoint and metrics.jsonl agree
 
-    def on_ctrl_c(*_):
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C quits at once
-        stop.append(True)
-        bar.write("Ctrl-C: finishing this step, then saving (Ctrl-C again quits without saving)")
+    def on_signal(signum, _):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal quits at once
+            signal.signal(sig, signal.default_int_handler)
+        stop.append(signum)
+        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving (Ctrl-C again quits without saving)")
 
-    signal.signal(signal.SIGINT, on_ctrl_c)
+    def last_saved():
+        ckpt = common.last_checkpoint(out)
+        return f"the last checkpoint, {ckpt.name}, stands" if ckpt else "no checkpoint was written"
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: how SLURM and Kubernetes stop a job
+        signal.signal(sig, on_signal)
     try:
         for step in range(start + 1, args.steps + 1):
             if stop:
@@ -236,13 +358,17 @@ def main():
                     save_checkpoint(out, done, model, opt)
                 print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
                       else "interrupted before the first step: nothing saved")
-                sys.exit(130)
+                sys.exit(128 + stop[0])
             t0 = time.time()
             # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
             good = common.gradable(task, rows)
             skipped_gold += len(rows) - len(good)
-            if not good:
+            if not good:  # nothing to train on; the step still counts, and still saves on schedule
+                done = step
+                bar.update(1)
+                if step % args.save_every == 0 or step == args.steps:
+                    save_checkpoint(out, step, model, opt)
                 continue
             prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
             if gen is not None:
@@ -274,14 +400,20 @@ def main():
             n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
             for _ in range(args.updates_per_batch):
                 opt.zero_grad(set_to_none=True)
+                loss = 0.0
                 for i in range(0, N, mb):
                     s = slice(i, i + mb)
                     logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1, args.temperature)
                     loss_tok, clipped = policy_loss(logp, old[s], adv[s], args.clip_low, args.clip_high,
                                                     ref[s] if ref is not None else None, args.beta)
-                    aggregate(loss_tok, mask[s], args.loss_agg, n_tokens, N).backward()
+                    part = aggregate(loss_tok, mask[s], args.loss_agg, n_tokens, N)
+                    part.backward()
+                    loss += part.item()
                     clip_sum += (clipped.float() * mask[s]).sum().item()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
+                    raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
+                                     f"not applied and {last_saved()} (try a lower --lr)")
                 opt.step()
             done = step  # the step whose update the weights now hold
 
@@ -301,7 +433,7 @@ def main():
                      all_wrong=(groups == 0).float().mean().item(),
                      distinct_correct=sum(solved) / max(len(solved), 1),
                      no_answer=statuses.count("no_answer"), timeouts=statuses.count("timeout"),
-                     skipped_gold=skipped_gold, seconds=time.time() - t0)
+                     skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0)
             if args.eval_every and step % args.eval_every == 0:
                 if gen is not None:
                     common.sync_generation_copy(model, gen)
@@ -312,7 +444,7 @@ def main():
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
             with metrics_path.open("a") as f:
-                f.write(json.dumps(m) + "\n")
+                f.write(common.to_json(m) + "\n")
             history.append(m)
             if args.wandb:
                 wandb.log(m, step=step)
@@ -329,7 +461,7 @@ def main():
             if step % args.save_every == 0 or step == args.steps:
                 save_checkpoint(out, step, model, opt)
     except KeyboardInterrupt:
-        print(f"\nquit without saving; the last checkpoint in {out} stands")
+        print(f"\nquit without saving; {last_saved()}")
         sys.exit(130)
     bar.close()
     last = history[-min(10, len(history)):]

@@ -56,7 +56,7 @@ def test_local_training_set_and_limit(shared_data):
 def test_unknown_set_and_missing_local_copy_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="unknown data set 'nope'"):
         common.load_problems("nope", common.TASKS)
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(SystemExit, match="No such file or directory"):
         common.load_problems("math500", common.BENCHMARKS, str(tmp_path))
     with pytest.raises(SystemExit, match="no local layout"):
         common.load_problems("dapo", common.TASKS, str(tmp_path))

@@ -21,8 +21,12 @@ def train(*args, check=True):
     return p
 
 
+def strict(constant):
+    raise ValueError(f"{constant} in metrics.jsonl: strict JSON parsers reject it")
+
+
 def metrics(run: Path) -> list:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line, parse_constant=strict) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def mean(rows, key):
@@ -117,9 +121,11 @@ def test_progrpo_keeps_more_distinct_correct_answers_than_grpo(demo_runs):
     (["--model", "NoSuchModel"], "unknown model"),
     (["--model", "someorg/no-such-model", "--task", "demo"], "cannot load model 'someorg/no-such-model'"),
     (["--task", "nosuchtask"], "unknown data set"),
-    (["--data", "/nonexistent/problems.jsonl"], "not found"),
-    (["--group-size", "1"], "at least 2"),
+    (["--data", "/nonexistent/problems.jsonl"], "No such file or directory"),
+    (["--group-size", "1"], "--group-size 1: must be an integer >= 2"),
     (["--resume", "/nonexistent/run"], "no config.json"),
+    (["--no-such-flag", "1"], "unknown argument '--no-such-flag'"),
+    (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     p = train(*args, "--steps", 1, check=False)
