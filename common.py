@@ -61,7 +61,7 @@ class Task:
     rows: list  # [{"question": str, "answer": str}], answer = the final answer only
     grade: Callable[[str, str], tuple]  # (completion, gold) -> (reward, status), see rewards.grade
     extract: Callable[[str], object]  # completion -> normalised final answer or None
-    gold_ok: Callable[[object], bool]  # can `grade` score against this gold answer? (see gradable)
+    gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
     instruction: str = INSTRUCTION
 
 
@@ -196,7 +196,8 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
                 hub_id, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
                 quantization_config=quant, device_map={"": device})
         except (OSError, ValueError) as e:  # unknown id, no network, gated repository, a broken folder
-            raise SystemExit(f"error: cannot load model {hub_id!r}: {(str(e) or type(e).__name__).splitlines()[0]}") from None
+            why = (str(e) or type(e).__name__).splitlines()[0]
+            raise SystemExit(f"error: cannot load model {hub_id!r}: {why}") from None
     tok.padding_side = "left"  # prompts end where generation starts
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -244,8 +245,8 @@ def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
             value = next((row[f] for f in fields if row.get(f) not in (None, "", [])), None)
             if value is None:
                 there = next((f for f in fields if f in row), None)
-                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there
-                                 else f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
+                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there else
+                                 f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
             picked.append(value)
         out.append({"question": str(picked[0]), "answer": gold(picked[1])})
     return out
@@ -295,12 +296,6 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
         raise SystemExit(f"error: cannot load {hub} from the hub ({type(e).__name__}); "
                          f"use --data-dir with a local copy") from None
     return read_rows(hub, rows, qf, af, limit)
-
-
-def gradable(task: Task, rows: list) -> list:
-    """The rows whose gold answer the task can grade; the others are skipped (and counted by the
-    caller), never scored."""
-    return [r for r in rows if task.gold_ok(r["answer"])]
 
 
 def math_task(name: str, rows: list) -> Task:

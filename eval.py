@@ -109,7 +109,8 @@ def resolve_adapter(path: str, model: str) -> str:
         try:
             trained = json.loads(config.read_text())["model"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: --adapter {path}: {config} is not a readable run config ({type(e).__name__})") from None
+            raise SystemExit(f"error: --adapter {path}: {config} is not a readable run config "
+                             f"({type(e).__name__})") from None
         if common.resolve_model(trained) != common.resolve_model(model):
             raise SystemExit(f"error: --adapter {path} was trained on --model {trained}, not {model}")
     return str(ckpt)
@@ -126,7 +127,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     for k in ks:  # a bad k fails before any sampling
         pass_at_k(n, 0, k)
     t0 = time.time()
-    rows = common.gradable(task, task.rows)
+    rows = [r for r in task.rows if task.gold_ok(r["answer"])]  # the others: skipped_gold
     logp_temp = temperature or 1.0  # greedy decoding (0): report the untempered distribution
     problems, ent_sum, prob_sum, n_tokens = [], 0.0, 0.0, 0.0
     bar = tqdm(total=len(rows), desc=task.name, disable=not progress, dynamic_ncols=True)

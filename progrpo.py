@@ -343,7 +343,8 @@ def main(argv=None):
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal quits at once
             signal.signal(sig, signal.default_int_handler)
         stop.append(signum)
-        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving (Ctrl-C again quits without saving)")
+        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
+                  "(Ctrl-C again quits without saving)")
 
     def last_saved():
         ckpt = common.last_checkpoint(out)
@@ -362,7 +363,7 @@ def main(argv=None):
             t0 = time.time()
             # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
-            good = common.gradable(task, rows)
+            good = [r for r in rows if task.gold_ok(r["answer"])]
             skipped_gold += len(rows) - len(good)
             if not good:  # nothing to train on; the step still counts, and still saves on schedule
                 done = step
