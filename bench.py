@@ -80,13 +80,13 @@ def _peak_extra_mib(fn, device):
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _methods(kernels, chunk):
+def _methods(kernel, chunk):
     """(name, fn(hidden, weight, targets) -> (logp, entropy or None)); the naive path comes first:
     the others are checked against it."""
     methods = [
         ("naive torch", lambda h, w, t: naive_logprobs_entropy(h, w, t, TEMPERATURE)),
         (f"chunked torch ({chunk}, ckpt)", lambda h, w, t: chunked_logprobs_entropy(h, w, t, TEMPERATURE, chunk)),
-        ("kernels.py", lambda h, w, t: kernels.token_logprobs_entropy_triton(h, w, t, TEMPERATURE)),
+        ("logprob_kernel.py", lambda h, w, t: kernel.token_logprobs_entropy_triton(h, w, t, TEMPERATURE)),
     ]
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
@@ -116,7 +116,7 @@ def _print_row(row):
           f"{cell(row['fwd_ms'], 8, '.2f')} {cell(row['peak_mib'], 9, '.0f')}  {check}", flush=True)
 
 
-def _bench_hidden_size(h, args, kernels):
+def _bench_hidden_size(h, args, kernel):
     """One table block: the floor, then each path at hidden size h; returns its rows."""
     device, n, vocab = args.device, args.n, args.vocab
     torch.manual_seed(0)
@@ -135,7 +135,7 @@ def _bench_hidden_size(h, args, kernels):
     _print_row(rows[-1])
 
     expected = None  # the naive path's (logp, entropy, d hidden): the others are checked against it
-    for i, (name, fn) in enumerate(_methods(kernels, args.chunk)):
+    for i, (name, fn) in enumerate(_methods(kernel, args.chunk)):
         def step(fn=fn):
             x = hidden.detach().requires_grad_()
             logp, entropy = fn(x, weight, targets)
@@ -172,17 +172,17 @@ def bench_kernel(args):
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench.py kernel: no CUDA device found (`--device cpu` with tiny shapes only checks the code paths)")
     if args.device == "cpu":
-        os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of kernels' @triton.jit
-    import kernels
+        os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of the kernel's @triton.jit
+    import logprob_kernel as kernel
 
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (Triton interpreter)"
-    triton_version = kernels.triton.__version__ if kernels.HAS_TRITON else None
+    triton_version = kernel.triton.__version__ if kernel.HAS_TRITON else None
     print(f"kernel: N={args.n} V={args.vocab} bf16 T={TEMPERATURE} on {gpu}, torch {torch.__version__}, "
           f"triton {triton_version}; median ms of {args.reps} after {args.warmup} warm-up; fwd = under no_grad; "
           "peak = extra MiB over the inputs in fwd+bwd; check = max |logp - naive|, max |entropy - naive|, "
           "max |d hidden - naive| / max |naive d hidden|")
     print(f"{'H':>5} {'method':28s} {'fwd+bwd ms':>10} {'x floor':>7} {'fwd ms':>8} {'peak MiB':>9}  check")
-    rows = [row for h in args.hidden for row in _bench_hidden_size(h, args, kernels)]
+    rows = [row for h in args.hidden for row in _bench_hidden_size(h, args, kernel)]
     if args.json:
         meta = dict(n=args.n, vocab=args.vocab, dtype="bfloat16", temperature=TEMPERATURE, device=gpu,
                     torch=torch.__version__, triton=triton_version, warmup=args.warmup, reps=args.reps)

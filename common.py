@@ -30,7 +30,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig,  # noqa: E402
                           HfArgumentParser, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 
-import kernels  # noqa: E402
+import logprob_kernel  # noqa: E402
 import rewards  # noqa: E402
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -408,7 +408,7 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     t = start+1 .. end: two (N, L+T-1-start) float32 tensors, 0 where a column is padding in every row.
     Columns that are padding in every row (left of the longest prompt, right of the longest
     completion) are cut off first, so padding costs no compute. The decoder stops at the hidden
-    states; kernels.token_logprobs_entropy applies the frozen lm_head without building the logits."""
+    states; logprob_kernel.token_logprobs_entropy applies the frozen lm_head without building the logits."""
     width, used = seqs.shape[1], attn.any(0).nonzero()
     a, b = used[0].item(), used[-1].item() + 1  # keep columns [a, b)
     first = max(start - a, 0)  # where predictions start in the cut sequence
@@ -418,7 +418,7 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
     h = hidden[:, first:-1]  # (N, T', H): position t predicts token t + 1
     N, T, H = h.shape
-    logp, ent = kernels.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,
+    logp, ent = logprob_kernel.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,
                                                seqs[:, first + 1:].reshape(N * T), temperature)
     pad = (max(a - start, 0), width - b)  # back to full width: zeros for the columns cut off
     return torch.nn.functional.pad(logp.view(N, T), pad), torch.nn.functional.pad(ent.view(N, T), pad)

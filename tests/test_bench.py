@@ -33,8 +33,8 @@ def test_kernel_code_paths_on_cpu(tmp_path):
               "--json", out)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert rows[0]["method"].startswith("lm_head matmuls") and any(r["method"] == "kernels.py" for r in rows)
-    check = next(r["check"] for r in rows if r["method"] == "kernels.py")  # against the naive path, bf16
+    assert rows[0]["method"].startswith("lm_head matmuls") and any(r["method"] == "logprob_kernel.py" for r in rows)
+    check = next(r["check"] for r in rows if r["method"] == "logprob_kernel.py")  # against the naive path, bf16
     assert check["logp"] < 1e-4 and check["entropy"] < 1e-4 and check["grad"] < 2e-2, check
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import common
-import kernels
+import logprob_kernel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
                                 reason="needs a CUDA GPU and compiled Triton (run with TRITON_INTERPRET=0)")
@@ -26,9 +26,9 @@ def test_kernel_on_the_gpu_matches_the_reference(dtype, tol):
     weight = (torch.randn(vocab, h, device="cuda") * 3 * h**-0.5).to(dtype)
     targets = torch.randint(0, vocab, (n,), device="cuda")
     g = torch.randn(n, device="cuda")
-    logp, ent = kernels.token_logprobs_entropy(hidden, weight, targets, 0.7)
+    logp, ent = logprob_kernel.token_logprobs_entropy(hidden, weight, targets, 0.7)
     (grad,) = torch.autograd.grad(logp, hidden, g)
-    ref_logp, ref_ent = kernels.reference(hidden.double(), weight.double(), targets, 0.7)
+    ref_logp, ref_ent = logprob_kernel.reference(hidden.double(), weight.double(), targets, 0.7)
     (ref_grad,) = torch.autograd.grad(ref_logp, hidden, g.double())
     rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
     assert rel(logp, ref_logp) < tol and rel(ent, ref_ent) < tol and rel(grad, ref_grad) < 2e-2

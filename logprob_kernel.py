@@ -201,7 +201,7 @@ if __name__ == "__main__":
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        sys.exit("no CUDA: run `TRITON_INTERPRET=1 python kernels.py` to check in Triton's interpreter")
+        sys.exit("no CUDA: run `TRITON_INTERPRET=1 python logprob_kernel.py` to check in Triton's interpreter")
     n, h, vocab = (4096, 1536, 151936) if device == "cuda" else (64, 96, 5000)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)

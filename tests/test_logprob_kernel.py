@@ -1,4 +1,4 @@
-"""kernels.py: the Triton path (run by Triton's interpreter on CPU tensors, TRITON_INTERPRET=1 from
+"""logprob_kernel.py: the Triton path (run by Triton's interpreter on CPU tensors, TRITON_INTERPRET=1 from
 conftest), the torch reference and the dispatch, all checked against a float64 oracle.
 
 Relative error throughout: ||out - ref||_2 / ||ref||_2 over the whole tensor. One scale per tensor,
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+import logprob_kernel
 
-needs_triton = pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
+needs_triton = pytest.mark.skipif(not logprob_kernel.HAS_TRITON, reason="triton is not installed")
 
 # (N, H, V): N odd, H not a multiple of 16, V neither a power of two nor a multiple of BLOCK_V.
-MULTI_BLOCK = (37, 40, 2 * kernels.BLOCK_V + 123)  # three V blocks, the last one ragged
+MULTI_BLOCK = (37, 40, 2 * logprob_kernel.BLOCK_V + 123)  # three V blocks, the last one ragged
 ONE_BLOCK = (5, 24, 1000)  # V below BLOCK_V: a single, masked block
 
 
@@ -47,7 +47,7 @@ def make_inputs(n, h, vocab, dtype, seed=0, strided=False):
 
 def float64_oracle(hidden, weight, targets, temperature, grad_out, round_logits):
     """logp, entropy and d(grad_out . logp)/d hidden in float64, written out independently of
-    kernels.reference. round_logits: use the logits of the matmul in the inputs' own dtype, as
+    logprob_kernel.reference. round_logits: use the logits of the matmul in the inputs' own dtype, as
     the Triton path does (the gradient passes straight through that rounding)."""
     h64 = hidden.detach().double().requires_grad_()
     logits = h64 @ weight.double().T
@@ -96,7 +96,7 @@ def allocations(monkeypatch):
 def test_triton_matches_float64(allocations, shape, chunk_tokens, strided, temperature, dtype):
     hidden, weight, targets = make_inputs(*shape, dtype, strided=strided)
     grad_out = torch.randn(shape[0], generator=torch.Generator().manual_seed(1))
-    logp, entropy = kernels.token_logprobs_entropy_triton(
+    logp, entropy = logprob_kernel.token_logprobs_entropy_triton(
         hidden, weight, targets, temperature, chunk_tokens=chunk_tokens
     )
     (grad,) = torch.autograd.grad(logp, hidden, grad_out)
@@ -111,7 +111,7 @@ def test_triton_matches_float64(allocations, shape, chunk_tokens, strided, tempe
 def test_triton_never_allocates_n_by_v(allocations):
     n, h, vocab = MULTI_BLOCK
     hidden, weight, targets = make_inputs(n, h, vocab, torch.float32)
-    logp, _ = kernels.token_logprobs_entropy_triton(hidden, weight, targets, chunk_tokens=16)
+    logp, _ = logprob_kernel.token_logprobs_entropy_triton(hidden, weight, targets, chunk_tokens=16)
     logp.sum().backward()
     vocab_wide = [shape for shape in allocations if shape[-1] == vocab]
     assert vocab_wide == [(16, vocab)]  # one reused (chunk, V) logits buffer, nothing (N, V)
@@ -122,13 +122,13 @@ def test_triton_never_allocates_n_by_v(allocations):
 def test_triton_without_grad_skips_the_gradient(allocations, mode):
     n, h, vocab = MULTI_BLOCK
     hidden, weight, targets = make_inputs(n, h, vocab, torch.float32)
-    with_grad = kernels.token_logprobs_entropy_triton(hidden, weight, targets, 0.7)
+    with_grad = logprob_kernel.token_logprobs_entropy_triton(hidden, weight, targets, 0.7)
     allocations.clear()
     if mode == "no_grad":
         with torch.no_grad():
-            without = kernels.token_logprobs_entropy_triton(hidden, weight, targets, 0.7)
+            without = logprob_kernel.token_logprobs_entropy_triton(hidden, weight, targets, 0.7)
     else:
-        without = kernels.token_logprobs_entropy_triton(hidden.detach(), weight, targets, 0.7)
+        without = logprob_kernel.token_logprobs_entropy_triton(hidden.detach(), weight, targets, 0.7)
     assert not without[0].requires_grad and without[0].grad_fn is None
     assert (n, h) not in allocations  # no d logp / d hidden buffer computed or kept
     for out, ref in zip(without, with_grad):
@@ -139,26 +139,26 @@ def test_triton_without_grad_skips_the_gradient(allocations, mode):
 def test_triton_refuses_a_weight_that_wants_a_gradient():
     hidden, weight, targets = make_inputs(*ONE_BLOCK, torch.float32)
     with pytest.raises(ValueError, match="weight"):
-        kernels.token_logprobs_entropy_triton(hidden, weight.requires_grad_(), targets)
+        logprob_kernel.token_logprobs_entropy_triton(hidden, weight.requires_grad_(), targets)
 
 
 @needs_triton
 def test_triton_out_of_range_target_gives_nan():
     hidden, weight, targets = make_inputs(*ONE_BLOCK, torch.float32)
     targets[3] = ONE_BLOCK[2]  # == V
-    logp, entropy = kernels.token_logprobs_entropy_triton(hidden.detach(), weight, targets)
+    logp, entropy = logprob_kernel.token_logprobs_entropy_triton(hidden.detach(), weight, targets)
     assert torch.isnan(logp[3]) and not torch.isnan(logp[:3]).any() and not torch.isnan(entropy).any()
 
 
 def test_default_chunk_fits_the_memory_budget():
     """At the benchmark's size the extra memory is the logits buffer plus d logp / d hidden."""
     n, vocab, itemsize = 16384, 151936, 2
-    chunk = kernels._chunk_tokens(n, vocab, itemsize)
+    chunk = logprob_kernel._chunk_tokens(n, vocab, itemsize)
     n_chunks = -(-n // chunk)
-    assert chunk * vocab * itemsize <= kernels.CHUNK_BYTES
+    assert chunk * vocab * itemsize <= logprob_kernel.CHUNK_BYTES
     assert chunk % 16 == 0 and n_chunks * chunk - n < 16 * n_chunks  # even: the last one nearly full
     assert chunk * vocab * itemsize + n * 3584 * itemsize <= 2**30  # + d hidden at H = 3584
-    assert kernels._chunk_tokens(3, vocab, itemsize) >= 3  # one chunk
+    assert logprob_kernel._chunk_tokens(3, vocab, itemsize) >= 3  # one chunk
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -168,7 +168,7 @@ def test_reference_matches_float64(temperature, dtype):
     (d hidden comes back in hidden's dtype)."""
     hidden, weight, targets = make_inputs(*MULTI_BLOCK, dtype)
     grad_out = torch.randn(len(targets), generator=torch.Generator().manual_seed(1))
-    logp, entropy = kernels.reference(hidden, weight, targets, temperature)
+    logp, entropy = logprob_kernel.reference(hidden, weight, targets, temperature)
     (grad,) = torch.autograd.grad(logp, hidden, grad_out)
     assert logp.dtype == entropy.dtype == torch.float32 and not entropy.requires_grad
     oracle = float64_oracle(hidden, weight, targets, temperature, grad_out, round_logits=False)
@@ -186,7 +186,7 @@ def test_extreme_logits(path):
     weight[0, 1] = weight[vocab - 1, 2] = 1.0
     hidden = torch.tensor([[0.0, 0, 0], [-1e4, 0, 0], [0, -1e4, 1e4], [0, -1e4, 1e4]], requires_grad=True)
     targets = torch.tensor([7, 7, vocab - 1, 0])
-    fn = kernels.reference if path == "reference" else kernels.token_logprobs_entropy_triton
+    fn = logprob_kernel.reference if path == "reference" else logprob_kernel.token_logprobs_entropy_triton
     logp, entropy = fn(hidden, weight, targets)
     logp.sum().backward()
     log_v = math.log(vocab)
@@ -203,10 +203,10 @@ def test_dispatch_on_cpu_is_the_reference(monkeypatch):
     def not_on_cpu(*args, **kwargs):
         raise AssertionError("the Triton path must not run for CPU tensors")
 
-    monkeypatch.setattr(kernels, "token_logprobs_entropy_triton", not_on_cpu)
+    monkeypatch.setattr(logprob_kernel, "token_logprobs_entropy_triton", not_on_cpu)
     hidden, weight, targets = make_inputs(*ONE_BLOCK, torch.float32)
-    got = kernels.token_logprobs_entropy(hidden, weight, targets, 0.7)
-    want = kernels.reference(hidden, weight, targets, 0.7)
+    got = logprob_kernel.token_logprobs_entropy(hidden, weight, targets, 0.7)
+    want = logprob_kernel.reference(hidden, weight, targets, 0.7)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert got[0].requires_grad
 
@@ -215,12 +215,12 @@ WITHOUT_TRITON = textwrap.dedent("""
     import sys
     sys.modules["triton"] = None  # `import triton` now raises ImportError
     import torch
-    import kernels
-    assert not kernels.HAS_TRITON
+    import logprob_kernel
+    assert not logprob_kernel.HAS_TRITON
     h, w, t = torch.randn(3, 4), torch.randn(7, 4), torch.tensor([0, 6, 2])
-    assert kernels.token_logprobs_entropy(h, w, t)[0].shape == (3,)
+    assert logprob_kernel.token_logprobs_entropy(h, w, t)[0].shape == (3,)
     try:
-        kernels.token_logprobs_entropy_triton(h, w, t)
+        logprob_kernel.token_logprobs_entropy_triton(h, w, t)
     except RuntimeError:
         pass
     else:
@@ -229,6 +229,6 @@ WITHOUT_TRITON = textwrap.dedent("""
 
 
 def test_imports_and_falls_back_without_triton():
-    root = Path(kernels.__file__).parent
+    root = Path(logprob_kernel.__file__).parent
     result = subprocess.run([sys.executable, "-c", WITHOUT_TRITON], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
