@@ -333,9 +333,29 @@ class Rollout:
 
 
 def eos_ids(model, tok) -> list:
+    """Where sampling stops: the tokenizer's EOS, the generation config's EOS ids and the special token
+    that closes an assistant turn in the chat template. They can disagree: Qwen2.5 base ends with
+    <|endoftext|> in its configs, but its chat template ends turns with <|im_end|> (README)."""
     ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    return sorted(set(ids) | {tok.eos_token_id})
+    ids = {ids} if isinstance(ids, int) else set(ids or [])
+    return sorted(ids | {tok.eos_token_id, end_of_turn_id(tok)} - {None})
+
+
+def end_of_turn_id(tok) -> int | None:
+    """The first special token after the assistant's text in a rendered one-turn conversation."""
+    if not tok.chat_template:
+        return None
+    marker = "PROGRPO-TURN-TEXT"
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                       tokenize=False)
+    except Exception:  # a template's own raise_exception (jinja2 errors vary): no turn token to add
+        return None
+    if marker not in text:  # the template rewrote the assistant's text
+        return None
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    after = tok(text[text.rfind(marker) + len(marker):], add_special_tokens=False).input_ids
+    return next((i for i in after if i in special), None)
 
 
 @torch.no_grad()

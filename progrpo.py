@@ -17,7 +17,8 @@ Choices where the paper is silent (README's table says why; a flag where one is 
     --loss-agg seq-mean averages each completion first.
  8. No KL by default (--beta 0); k3 estimator, reference = the base with the LoRA adapter disabled.
  9. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
-10. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty, stop at EOS.
+10. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty; stops at the tokenizer's
+    EOS, the generation config's EOS ids and the chat template's end-of-turn token.
 11. alpha = 1.0 by default (README: the demo experiment).
 12. A problem whose gold answer cannot be graded (rewards.gold_status, decided once) is skipped before
     sampling, and counted.

@@ -1,5 +1,9 @@
-"""Shared pieces: model names, answer fields, the prompt format, and the mapping of every local set."""
+"""Shared pieces: model names, answer fields, the prompt format, where sampling stops, and the
+mapping of every local set."""
 import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 import common
 
@@ -60,3 +64,43 @@ def test_unknown_set_and_missing_local_copy_are_clear_errors(tmp_path):
         common.load_problems("math500", common.BENCHMARKS, str(tmp_path))
     with pytest.raises(SystemExit, match="no local layout"):
         common.load_problems("dapo", common.TASKS, str(tmp_path))
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def qwen_base_like():
+    """A tokenizer and model whose configs disagree as Qwen2.5 base's do: EOS and the generation
+    config say <|endoftext|>, the chat template ends each turn with <|im_end|>. The model's lm_head
+    is zero, so greedy decoding picks token 0, <|im_end|>, every time."""
+    words = ["<|im_end|>", "<|endoftext|>", "<|im_start|>", "user", "assistant", "q", "a"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="a"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template, tok.padding_side = CHATML, "left"
+    config = Qwen2Config(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False,
+                         eos_token_id=1, pad_token_id=1, bos_token_id=None)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = 1
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    return model, tok
+
+
+def test_sampling_stops_at_the_chat_templates_end_of_turn(monkeypatch):
+    model, tok = qwen_base_like()
+    im_end, eot = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert common.end_of_turn_id(tok) == im_end and common.eos_ids(model, tok) == [im_end, eot]
+    prompt = common.format_prompt(tok, "q", instruction="")
+    ro = common.sample(model, tok, [prompt], 1, max_new_tokens=6, temperature=0)
+    assert ro.seqs.shape[1] == ro.prompt_len + 1 and ro.mask.tolist() == [[1]]  # stopped at <|im_end|>
+    monkeypatch.setattr(common, "end_of_turn_id", lambda tok: None)  # the configs' EOS alone: runs on
+    assert common.sample(model, tok, [prompt], 1, max_new_tokens=6, temperature=0).seqs.shape[1] == ro.prompt_len + 6
+
+
+def test_no_end_of_turn_without_a_chat_template():
+    model, tok = common.tiny_model()
+    assert common.end_of_turn_id(tok) is None and common.eos_ids(model, tok) == [tok.eos_token_id]
