@@ -177,6 +177,16 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def pick_device(model: str) -> str:
+    """'cuda' when there is a GPU, else 'cpu'. On CPU the tiny model runs on one thread: its matmuls are
+    too small to share, and two threads fighting any other load cost 10x (README: CPU threads)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if model == "tiny":
+        torch.set_num_threads(1)
+    return "cpu"
+
+
 def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: int = 16,
                lora_alpha: int = 32, lora_targets: str = "all-linear", adapter: str = "",
                gradient_checkpointing: bool = False):

@@ -280,7 +280,7 @@ def main(argv=None):
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     check_args(args)
     ckpt, start = check_run_folder(args)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = common.pick_device(args.model)
     torch.manual_seed(args.seed)
 
     # Data: the toy task, a local file, or a named set (hub or --data-dir).

@@ -104,3 +104,12 @@ def test_sampling_stops_at_the_chat_templates_end_of_turn(monkeypatch):
 def test_no_end_of_turn_without_a_chat_template():
     model, tok = common.tiny_model()
     assert common.end_of_turn_id(tok) is None and common.eos_ids(model, tok) == [tok.eos_token_id]
+
+
+def test_the_tiny_model_runs_on_one_cpu_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        assert common.pick_device("tiny") == "cpu" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
