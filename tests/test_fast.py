@@ -72,3 +72,21 @@ def test_nf4_base_fast_path_and_lora_gradients_after_generate(tmp_path):
     logp.sum().backward()
     grads = [p.grad for name, p in model.named_parameters() if "lora_A" in name]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_on_cpu():
+    """The trainer turns it on only on CUDA (on CPU it only costs time), but the path itself runs here."""
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model, tok = common.load_model("tiny", "cpu", gradient_checkpointing=checkpointing)
+        model.train()
+        for name, p in model.named_parameters():  # B = 0 would give A no gradient
+            if "lora_B" in name:
+                p.data.normal_(0, 0.3)
+        ro = common.sample(model, tok, PROMPTS, 2, 4, temperature=0)
+        logp, _ = common.token_logprobs(model, ro.seqs, ro.attn, ro.prompt_len - 1)
+        (logp * ro.mask).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(g.abs().sum() > 0 for g in grads[0].values())
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
