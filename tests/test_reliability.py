@@ -36,13 +36,7 @@ def one_line_error(main, *argv) -> str:
     return message
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """progrpo.main installs SIGINT/SIGTERM handlers; in-process runs must not leave them behind."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")  # in-process runs of progrpo.main (conftest)
 
 
 @pytest.fixture(scope="module")
