@@ -409,6 +409,7 @@ def generation_copy(model):
     if model.device.type == "cuda" and size > 0.8 * torch.cuda.mem_get_info()[0]:
         return None
     gen.to_empty(device=model.device)
+    gen.tie_weights()  # to_empty gives tied weights (embeddings = lm_head) separate storage again
     for name, buf in gen.named_buffers():  # e.g. rotary inv_freq: fixed, copied once
         buf.copy_(base.get_buffer(name))
     gen.generation_config = base.generation_config

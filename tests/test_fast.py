@@ -21,6 +21,7 @@ def policy():
 def test_greedy_tokens_identical_through_fast_and_plain_path(policy):
     model, tok = policy
     gen = common.generation_copy(model)
+    assert gen.lm_head.weight.data_ptr() == gen.model.embed_tokens.weight.data_ptr()  # still tied: one copy
     plain = common.sample(model, tok, PROMPTS, 2, 8, temperature=0)
     fast = common.sample(gen, tok, PROMPTS, 2, 8, temperature=0, static_cache=True)
     assert fast.texts == plain.texts
@@ -65,6 +66,7 @@ def test_nf4_base_fast_path_and_lora_gradients_after_generate(tmp_path):
         if "lora_B" in name:
             p.data.normal_(0, 0.3)
     gen = common.generation_copy(model)
+    assert gen.lm_head.weight.data_ptr() == gen.model.embed_tokens.weight.data_ptr()  # still tied: one copy
     plain = common.sample(model, tok, PROMPTS, 2, 8, temperature=0)
     assert common.sample(gen, tok, PROMPTS, 2, 8, temperature=0, static_cache=True).texts == plain.texts
     model.train()
