@@ -465,7 +465,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"\nquit without saving; {last_saved()}")
         sys.exit(130)
-    bar.close()
+    finally:
+        bar.close()  # also when an error stops the run
     last = history[-min(10, len(history)):]
     if last:
         mean = lambda k: sum(m[k] for m in last) / len(last)
