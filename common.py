@@ -177,12 +177,12 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def pick_device(model: str) -> str:
-    """'cuda' when there is a GPU, else 'cpu'. On CPU the tiny model runs on one thread: its matmuls are
-    too small to share, and two threads fighting any other load cost 10x (README: CPU threads)."""
+def pick_device() -> str:
+    """'cuda' when there is a GPU, else 'cpu' on one thread unless OMP_NUM_THREADS says otherwise: with
+    any other load on the cores, threads that wait for each other cost 10-70x (README: CPU threads)."""
     if torch.cuda.is_available():
         return "cuda"
-    if model == "tiny":
+    if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     return "cpu"
 

@@ -283,7 +283,7 @@ def main(argv=None):
     common.check_writable(out, "--out")
     tasks = [load_task(b, args.data_dir, args.limit) for b in names]
     budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in tasks}
-    device = common.pick_device(args.model)
+    device = common.pick_device()
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
     for t in tasks:
         common.check_prompt_lengths(model, tok, t, budget[t.name], t.name)

@@ -280,7 +280,7 @@ def main(argv=None):
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     check_args(args)
     ckpt, start = check_run_folder(args)
-    device = common.pick_device(args.model)
+    device = common.pick_device()
     torch.manual_seed(args.seed)
 
     # Data: the toy task, a local file, or a named set (hub or --data-dir).

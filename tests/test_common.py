@@ -106,10 +106,14 @@ def test_no_end_of_turn_without_a_chat_template():
     assert common.end_of_turn_id(tok) is None and common.eos_ids(model, tok) == [tok.eos_token_id]
 
 
-def test_the_tiny_model_runs_on_one_cpu_thread(monkeypatch):
+def test_cpu_runs_on_one_thread_unless_omp_num_threads_says_otherwise(monkeypatch):
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     try:
-        assert common.pick_device("tiny") == "cpu" and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert common.pick_device() == "cpu" and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert common.pick_device() == "cpu" and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
