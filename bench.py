@@ -2,6 +2,8 @@
 
     python bench.py kernel [--n 16384 --vocab 151936 --hidden 1536,3584 --json bench_kernel.json]
     python bench.py e2e [--sizes 1.5B,7B --quant bf16,nf4 --json bench_e2e.json]
+    python bench.py cpu --model FOLDER [--new-tokens 64 --reps 3 --json bench_cpu.json]
+    python bench.py check --out DIR [--device cpu]
 
 `kernel`: per-token log-prob + entropy from hidden states, fwd+bwd, bf16, against the two lm_head
 matmuls alone (the floor), the naive torch path, a chunked torch path and, when the package is
@@ -13,13 +15,29 @@ download), bf16 and NF4 bases with a LoRA adapter: rollout tokens/s at 64 and 25
 the plain peft model (naive) and the merged generation copy with a static, compiled KV cache (fast),
 then full RL steps (G = 8, 8 prompts, 512 new tokens) split into rollout / scoring / old log-probs /
 update, with peak GPU memory. `--sizes tiny --device cpu` checks the code paths.
+
+`cpu`: sampling tokens/s of a real model on CPU (`common.sample` through the peft model and through
+the generation copy), one thread against all cores, dynamic against static KV cache, at 1 and 8
+GSM8K prompts x 4 samples. Tokens are completion tokens up to and including EOS (Rollout.mask).
+
+`check`: the one GPU check, about 8 minutes on one card with >= 78 GB: tests/test_gpu.py, `kernel`,
+`e2e --sizes 1.5B`, and a 3-step progrpo.py run on a random-weight Qwen2.5-1.5B-shaped folder (NF4
+base, 256 new tokens), each in a subprocess with its own time limit; every figure goes into
+DIR/gpu_check.json, rewritten after each step. `--device cpu` runs the same steps with tiny shapes.
 """
 import argparse
+import importlib.metadata
 import json
 import os
+import re
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -287,9 +305,6 @@ def _rl_step(model, gen, tok, opt, args, device):
 
 
 def bench_e2e(args):
-    import tempfile
-    from pathlib import Path
-
     import common
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -299,6 +314,13 @@ def bench_e2e(args):
           f"rollouts: {args.new_tokens} new tokens, 8 samples per prompt; RL step: G=8 x 8 prompts, "
           f"{args.step_tokens} new tokens, micro-batch {args.micro_batch}, gradient checkpointing", flush=True)
     results = []
+
+    def save():  # after each model too: a run stopped by a time limit keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(dict(device=gpu, torch=torch.__version__, args=vars(args) | {"func": None},
+                               results=results), f, indent=1)
+
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             folder = Path(tmp) / size
@@ -330,6 +352,7 @@ def bench_e2e(args):
                       flush=True)
                 results.append(dict(size=size, quant=quant, rollouts=rollouts, step_seconds=split, peak_by_phase=peaks,
                                     step_total=sum(split.values()), peak_gib=peak, copy_gib=copy_gib))
+                save()
                 del model, gen, opt
     print("\n| model | base | path | " + " | ".join(f"{s} seqs tok/s" for s in args.seqs)
           + " | speed-up |\n" + "|---" * (4 + len(args.seqs)) + "|")
@@ -348,10 +371,223 @@ def bench_e2e(args):
         print(f"| {r['size']} | {r['quant']} | {s['rollout']:.2f}s | {s['scoring']:.2f}s | {s['old log-probs']:.2f}s | "
               f"{s['update']:.2f}s | {r['step_total']:.2f}s | {r['peak_gib'] or 0:.2f} | {r['copy_gib']:.2f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=gpu, torch=torch.__version__, args=vars(args) | {"func": None}, results=results),
-                      f, indent=1)
+        save()
         print(f"wrote {args.json}")
+
+
+# The first eight problems of GSM8K's test split (question, final answer): the fixed prompts of `cpu`,
+# and, twice over, the 16 problems of `check`'s training run (the lent GPU has no data sets).
+GSM8K = [
+    ("Janet\u2019s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+     "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. "
+     "How much in dollars does she make every day at the farmers' market?", "18"),
+    ("A robe takes 2 bolts of blue fiber and half that much white fiber.  How many bolts in total does it take?", "3"),
+    ("Josh decides to try flipping a house.  He buys a house for $80,000 and then puts in $50,000 in repairs.  This "
+     "increased the value of the house by 150%.  How much profit did he make?", "70000"),
+    ("James decides to run 3 sprints 3 times a week.  He runs 60 meters each sprint.  How many total meters does he "
+     "run a week?", "540"),
+    ("Every day, Wendi feeds each of her chickens three cups of mixed chicken feed, containing seeds, mealworms and "
+     "vegetables to help keep them healthy.  She gives the chickens their feed in three separate meals. In the "
+     "morning, she gives her flock of chickens 15 cups of feed.  In the afternoon, she gives her chickens another 25 "
+     "cups of feed.  How many cups of feed does she need to give her chickens in the final meal of the day if the "
+     "size of Wendi's flock is 20 chickens?", "20"),
+    ("Kylar went to the store to buy glasses for his new apartment. One glass costs $5, but every second glass costs "
+     "only 60% of the price. Kylar wants to buy 16 glasses. How much does he need to pay for them?", "64"),
+    ("Toulouse has twice as many sheep as Charleston. Charleston has 4 times as many sheep as Seattle. How many sheep "
+     "do Toulouse, Charleston, and Seattle have together if Seattle has 20 sheep?", "260"),
+    ("Carla is downloading a 200 GB file. Normally she can download 2 GB/minute, but 40% of the way through the "
+     "download, Windows forces a restart to install updates, which takes 20 minutes. Then Carla has to restart the "
+     "download from the beginning. How load does it take to download the file?", "160"),
+]
+
+
+def bench_cpu(args):
+    """Sampling tokens/s on CPU: peft model and generation copy x threads x KV cache x batch size."""
+    import transformers
+
+    import common
+    if max(args.prompts) > len(GSM8K):
+        sys.exit(f"bench.py cpu: --prompts is at most {len(GSM8K)}")
+    load = os.getloadavg()
+    model, tok = common.load_model(args.model, "cpu")
+    policies = [("peft (unmerged)", model), ("generation copy", common.generation_copy(model))]
+    prompts = [common.format_prompt(tok, q) for q, _ in GSM8K]
+    print(f"cpu: {args.model}, torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{os.cpu_count()} cores (torch's default: {torch.get_num_threads()} threads), load average "
+          f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min); {args.samples} samples per prompt, "
+          f"{args.new_tokens} new tokens, seed {args.seed}, median of {args.reps} after one warm-up", flush=True)
+    rows, default_threads = [], torch.get_num_threads()
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for policy_name, policy in policies:
+            for static in (False, True):
+                for n_prompts in args.prompts:
+                    def run():  # the same seed each time: the same tokens, the same work
+                        torch.manual_seed(args.seed)
+                        return common.sample(policy, tok, prompts[:n_prompts], args.samples, args.new_tokens,
+                                             static_cache=static)
+
+                    run()  # warm-up
+                    rates, seconds = [], []
+                    for _ in range(args.reps):
+                        ro, sec = _timed(run, "cpu")
+                        rates.append(ro.mask.sum().item() / sec)
+                        seconds.append(sec)
+                    rows.append(dict(policy=policy_name, threads=threads, cache="static" if static else "dynamic",
+                                     prompts=n_prompts, samples=args.samples, tokens=ro.mask.sum().item(),
+                                     seconds=statistics.median(seconds), tok_s=statistics.median(rates)))
+                    r = rows[-1]
+                    print(f"  {policy_name:16s} {threads:2d} threads {r['cache']:7s} {n_prompts} x {args.samples}: "
+                          f"{r['tokens']:5d} tokens in {r['seconds']:6.2f} s = {r['tok_s']:8.1f} tok/s", flush=True)
+    torch.set_num_threads(default_threads)
+    load_after = os.getloadavg()
+    columns = [(t, c) for t in args.threads for c in ("dynamic", "static")]
+    by = {(r["policy"], r["prompts"], r["threads"], r["cache"]): r["tok_s"] for r in rows}
+    print(f"\ntokens/s (load average {load[0]:.2f} before, {load_after[0]:.2f} after)\n\n| path | prompts x samples | "
+          + " | ".join(f"{t} thread{'s' * (t > 1)}, {c}" for t, c in columns) + " |\n"
+          + "|---" * (2 + len(columns)) + "|")
+    for policy_name, _ in policies:
+        for n in args.prompts:
+            print(f"| {policy_name} | {n} x {args.samples} | "
+                  + " | ".join(f"{by[(policy_name, n, t, c)]:.1f}" for t, c in columns) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=args.model, torch=torch.__version__, transformers=transformers.__version__,
+                           cores=os.cpu_count(), load_before=load, load_after=load_after, new_tokens=args.new_tokens,
+                           samples=args.samples, seed=args.seed, reps=args.reps, rows=rows), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+# ChatML, as Qwen2.5's template writes turns (without its system-prompt and tool branches).
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def random_qwen_chat(size, folder, device):
+    """random_qwen, with ChatML's two turn tokens and template added to the demo tokenizer (ids 13 and 14, under
+    every vocabulary here), so that a training run goes through the chat path: format_prompt, the end-of-turn stop."""
+    import common
+    random_qwen(size, Path(folder), device)
+    tok = common.tiny_model()[1]
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    tok.save_pretrained(folder)
+
+
+def _run_step(name, cmd, timeout, env):
+    """Run one step from the repository root in its own process group; past `timeout` seconds kill the group
+    (pytest's and progrpo's children too). Returns its record: exit code, seconds, the last lines of its output."""
+    cmd = [str(c) for c in cmd]
+    print(f"check: {name}: {' '.join(cmd)} (limit {timeout:.0f} s)", flush=True)
+    t0, timed_out = time.perf_counter(), False
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        timed_out = True
+    seconds = time.perf_counter() - t0
+    lines = [line.rsplit("\r", 1)[-1] for line in output.splitlines()]  # a progress bar's last state only
+    lines = [line for line in lines if line.strip()]
+    record = dict(name=name, command=cmd, returncode=proc.returncode, timed_out=timed_out, seconds=seconds,
+                  limit_s=timeout, tail=lines[-40:])
+    print(f"check: {name}: exit {proc.returncode}{' (time limit)' if record['timed_out'] else ''} "
+          f"in {seconds:.1f} s", flush=True)
+    return record
+
+
+def _pytest_counts(tail):
+    """{'passed': 2, 'skipped': 2, ...} from pytest's last line ("2 passed, 2 skipped in 3.10s")."""
+    last = tail[-1] if tail else ""
+    return {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", last)}
+
+
+def _read_json(path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def bench_check(args):
+    """The one GPU check: five steps, each in a subprocess with its own time limit, the results in one JSON."""
+    cpu, py = args.device == "cpu", sys.executable
+    if not cpu and not torch.cuda.is_available():
+        sys.exit("bench.py check: no CUDA device found (`--device cpu` runs the same steps with tiny shapes)")
+    out = Path(args.out).resolve()
+    if (out / "run").is_dir() and any((out / "run").iterdir()):
+        sys.exit(f"bench.py check: {out / 'run'} holds an earlier run: give a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("gpu_check.json", "kernel.json", "e2e.json"):  # no figure of an earlier check is read back
+        (out / name).unlink(missing_ok=True)
+    t_start = time.perf_counter()
+    deadline = t_start + args.budget
+    env = {**os.environ, "TRITON_INTERPRET": "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}  # compiled Triton on the GPU; a CPU kernel step sets the interpreter itself
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the same CPU steps on a machine with a GPU too
+    problems = out / "problems.jsonl"
+    problems.write_text("".join(json.dumps(dict(question=q, answer=a)) + "\n" for q, a in GSM8K * 2))
+    size = "tiny" if cpu else "1.5B"
+    tmp = tempfile.TemporaryDirectory()  # the random-weight model: 3 GB for 1.5B, removed at the end
+    folder = Path(tmp.name) / f"qwen{size}-random"
+    steps = [  # (name, command, seconds kept for it whatever the steps before it take)
+        ("gpu tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"], 120),
+        ("kernel", [py, "bench.py", "kernel", "--json", out / "kernel.json"]
+         + (["--device", "cpu", "--n", 37, "--vocab", 1000, "--hidden", 24, "--warmup", 0, "--reps", 1] if cpu else []),
+         60),
+        ("e2e", [py, "bench.py", "e2e", "--sizes", size, "--steps", 1, "--json", out / "e2e.json"]
+         + (["--device", "cpu", "--quant", "bf16", "--seqs", 8, "--new-tokens", 4, "--step-tokens", 4] if cpu else []),
+         150),
+        ("random folder", [py, "-c", "import sys, bench; bench.random_qwen_chat(*sys.argv[1:])", size, folder,
+                           args.device], 30),
+        ("progrpo", [py, "progrpo.py", "--model", folder, "--data", problems, "--max-new-tokens", 4 if cpu else 256,
+                     "--steps", 3, "--out", out / "run"], 110),
+    ]
+    versions = {}
+    for package in ("torch", "triton", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    report = dict(device=args.device, gpu=None, gpu_memory_gib=None, versions=versions, python=sys.version.split()[0],
+                  budget_s=args.budget, steps=[], wall_s=None)
+
+    def save():  # after every step: a check stopped from outside keeps what it measured
+        report["wall_s"] = time.perf_counter() - t_start
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+
+    for i, (name, cmd, _) in enumerate(steps):
+        left = deadline - time.perf_counter() - sum(keep for _, _, keep in steps[i + 1:])
+        record = _run_step(name, cmd, max(left, 10), env)
+        if name == "gpu tests":
+            record["counts"] = _pytest_counts(record["tail"])
+        elif name in ("kernel", "e2e"):
+            record["result"] = _read_json(out / f"{name}.json")
+        elif name == "progrpo":
+            metrics = out / "run" / "metrics.jsonl"
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+            record["metrics"] = rows
+            record["seconds_per_step"] = [m["seconds"] for m in rows]
+        report["steps"].append(record)
+        save()
+    tmp.cleanup()
+    for ckpt in (out / "run").glob("ckpt-*"):  # adapter and optimizer, ~220 MB at 1.5B: too big to fetch
+        shutil.rmtree(ckpt)
+    (out / "run" / ".lock").unlink(missing_ok=True)
+    if not cpu:  # only now: the steps had the card to themselves
+        report["gpu"] = torch.cuda.get_device_name()
+        report["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
+    save()
+    print("\n| step | exit | seconds | limit |\n|---|---|---|---|")
+    for r in report["steps"]:
+        print(f"| {r['name']} | {r['returncode']}{' (time limit)' if r['timed_out'] else ''} | {r['seconds']:.1f} | "
+              f"{r['limit_s']:.0f} |")
+    print(f"gpu tests: {report['steps'][0]['counts']}; progrpo seconds per step: "
+          f"{[round(s, 2) for s in report['steps'][-1]['seconds_per_step']]}; wall {report['wall_s']:.0f} s; "
+          f"wrote {out / 'gpu_check.json'}")
+    failed = [r["name"] for r in report["steps"] if r["returncode"] != 0]
+    if failed:
+        sys.exit(f"check: failed: {', '.join(failed)} (their output's last lines are in {out / 'gpu_check.json'})")
 
 
 def main(argv=None):
@@ -380,6 +616,23 @@ def main(argv=None):
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
     e.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: code-path check only")
     e.set_defaults(func=bench_e2e)
+    c = sub.add_parser("cpu", help="sampling tokens/s on CPU: threads 1 vs all, dynamic vs static KV cache")
+    c.add_argument("--model", required=True, help="a Hugging Face model folder (or hub id), e.g. SmolLM2-135M-Instruct")
+    c.add_argument("--threads", type=lambda s: [os.cpu_count() if x == "all" else int(x) for x in s.split(",")],
+                   default="1,all", help="comma-separated torch thread counts; all = every core")
+    c.add_argument("--prompts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8],
+                   help="comma-separated prompt counts (GSM8K test problems 1..N, at most 8)")
+    c.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    c.add_argument("--new-tokens", type=int, default=64, help="new tokens per sample at most")
+    c.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up; the median is reported")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    c.set_defaults(func=bench_cpu)
+    g = sub.add_parser("check", help="the one GPU check: GPU tests, kernel, e2e 1.5B, a 3-step progrpo.py run")
+    g.add_argument("--out", required=True, help="folder for gpu_check.json, the sub-JSONs and the run's metrics")
+    g.add_argument("--budget", type=float, default=470, help="seconds for all steps together")
+    g.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the same steps, tiny shapes")
+    g.set_defaults(func=bench_check)
     args = parser.parse_args(argv)
     args.func(args)
 
