@@ -351,6 +351,7 @@ def eos_ids(model, tok) -> list:
     return sorted(ids | {tok.eos_token_id, end_of_turn_id(tok)} - {None})
 
 
+@functools.cache  # called before every rollout; the answer is fixed per tokenizer
 def end_of_turn_id(tok) -> int | None:
     """The first special token after the assistant's text in a rendered one-turn conversation."""
     if not tok.chat_template:
