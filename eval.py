@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 import arm
+import cli
 import common
 
 
@@ -261,12 +262,12 @@ def validate_grader(data_dir: str, names: list) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
-    args = common.parse_args(Args, argv)[0]
-    common.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
+    args = cli.parse_args(Args, argv)[0]
+    cli.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
                                    top_p="in (0, 1]", batch_prompts="int >= 1", arm_low_frac="in (0, 1]",
                                    seed="int >= 0"))
     if args.compare:
-        common.check_writable(args.plot, "--plot")
+        cli.check_writable(args.plot, "--plot")
         return compare(args.compare, args.plot)
     names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
     unknown = [b for b in names if b != "demo" and b not in common.BENCHMARKS]
@@ -280,7 +281,7 @@ def main(argv=None):
     out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     if out.is_dir():
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
-    common.check_writable(out, "--out")
+    cli.check_writable(out, "--out")
     tasks = [load_task(b, args.data_dir, args.limit) for b in names]
     budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in tasks}
     device = common.pick_device()
@@ -296,7 +297,7 @@ def main(argv=None):
         res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,
                        args.batch_prompts, args.arm_low_frac, gen=gen)
         result["benchmarks"][task.name] = res
-        common.write_atomic(out, common.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
+        cli.write_atomic(out, cli.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
         print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))
     print(f"\nsaved {out}")
 

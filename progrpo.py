@@ -56,6 +56,7 @@ import torch
 from tqdm import tqdm
 
 import arm
+import cli
 import common
 import eval as evaluation  # not the builtin
 
@@ -112,7 +113,7 @@ PRESETS = {  # values for the fields left at None above
 
 def check_args(args):
     """Every numeric flag in its range, before any model or data loads; one line naming the flag."""
-    common.check_ranges(args, dict(
+    cli.check_ranges(args, dict(
         steps="int >= 1", prompts_per_step="int >= 1", group_size="int >= 2", max_new_tokens="int >= 1",
         lr="in (0, 1]", temperature="> 0", top_p="in (0, 1]", alpha=">= 0", arm_low_frac="in (0, 1]",
         clip_low="in [0, 1)", clip_high=">= 0", beta=">= 0", updates_per_batch="int >= 1", micro_batch="int >= 0",
@@ -258,7 +259,7 @@ def check_run_folder(args) -> tuple[Path | None, int]:
         if args.out and (out.is_file() or holds_files(out)):
             raise SystemExit(f"error: --out {out} is not an empty folder"
                              + (f": continue its run with --resume {out}" if out.is_dir() else ""))
-        common.check_writable(out / "run", "--out", parents=True)
+        cli.check_writable(out / "run", "--out", parents=True)
         return None, 0
     ckpt = common.last_checkpoint(args.resume)
     if ckpt is None:
@@ -270,7 +271,7 @@ def check_run_folder(args) -> tuple[Path | None, int]:
 
 
 def main(argv=None):
-    args, given = common.parse_args(Args, argv)
+    args, given = cli.parse_args(Args, argv)
     if args.resume:  # the run's own config; a second live process on the folder is refused
         args = resumed_args(args, given)
         lock = claim(Path(args.resume), new=False)  # held (open) until the process ends
@@ -326,8 +327,8 @@ def main(argv=None):
         lock, history = claim(out, new=True), []  # noqa: F841 (held open until the process ends)
     args.out = str(out)
     metrics_path = out / "metrics.jsonl"
-    common.write_atomic(out / "config.json", common.to_json(asdict(args), indent=1))
-    common.write_atomic(metrics_path, "".join(common.to_json(m) + "\n" for m in history))
+    cli.write_atomic(out / "config.json", cli.to_json(asdict(args), indent=1))
+    cli.write_atomic(metrics_path, "".join(cli.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
     print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out} | sampling from "
           + ("a merged copy" if gen is not None else "the peft model")
@@ -446,7 +447,7 @@ def main(argv=None):
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
             with metrics_path.open("a") as f:
-                f.write(common.to_json(m) + "\n")
+                f.write(cli.to_json(m) + "\n")
             history.append(m)
             if args.wandb:
                 wandb.log(m, step=step)

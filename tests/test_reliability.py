@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import arm
+import cli
 import common
 import eval as ev
 import progrpo
@@ -231,7 +232,7 @@ def test_a_checkpoint_never_holds_nan(tmp_path):
 
 
 def test_json_output_has_no_nan_or_inf():
-    text = common.to_json({"a": [math.nan, 1.5, {"b": math.inf}], "c": (-math.inf, 2)})
+    text = cli.to_json({"a": [math.nan, 1.5, {"b": math.inf}], "c": (-math.inf, 2)})
     assert json.loads(text) == {"a": [None, 1.5, {"b": None}], "c": [None, 2]}
 
 
