@@ -392,9 +392,9 @@ def main(argv=None):
             old, mask = old_all[:, L - 1:], ro.mask.float()  # (N, T) completion part
             prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # prompt tokens that have a predecessor
 
-            # 3. Advantages: GRPO within each group, then the ARM shift by confidence.
-            c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G])  # (P,)
-            c_o = arm.answer_confidence(old, mask, args.arm_low_frac)  # (N,)
+            # 3. Advantages: GRPO within each group, then the ARM shift by confidence (on the CPU, beside R).
+            c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G]).cpu()  # (P,)
+            c_o = arm.answer_confidence(old, mask, args.arm_low_frac).cpu()  # (N,)
             A = arm.group_advantages(R, scale=args.scale_rewards == "group")  # (P, G)
             A_t = arm.reweight(A, correct, c_o, c_q, args.alpha, args.arm_groups)  # (P, G)
             adv = A_t.reshape(N).to(old.device)
