@@ -276,16 +276,18 @@ def _rl_step(model, gen, tok, opt, args, device):
     by phase; returns seconds per phase."""
     import arm
     import common
+    import tasks
     from progrpo import aggregate, policy_loss
-    task, G, mb = common.demo_task(), 8, args.micro_batch
+    task, G, mb = tasks.demo_task(), 8, args.micro_batch
     prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in task.rows[:8]]
     t = {}
     if gen is not None:
         _, t["sync copy"] = _timed(lambda: common.sync_generation_copy(model, gen), device, "sync copy")
     ro, t["rollout"] = _timed(lambda: common.sample(gen or model, tok, prompts, G, args.step_tokens,
                                                     static_cache=gen is not None and device == "cuda"), device, "rollout")
-    R, t["scoring"] = _timed(lambda: torch.tensor([task.grade(x, task.rows[i // G]["answer"])[0]
-                                                   for i, x in enumerate(ro.texts)]).view(-1, G), device, "scoring")
+    golds = [task.rows[i // G]["answer"] for i in range(len(ro.texts))]
+    R, t["scoring"] = _timed(lambda: torch.tensor([r for r, _ in task.grade(ro.texts, golds)]).view(-1, G), device,
+                             "scoring")
     L, N, mask = ro.prompt_len, len(ro.texts), ro.mask.float()
 
     (old, _), t["old log-probs"] = _timed(lambda: common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb),

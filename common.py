@@ -1,10 +1,9 @@
 """What the trainer (progrpo.py) and the evaluator (eval.py) share: model loading, the built-in
-demo model and task, data sets, the prompt format, sampling, and per-token log-probs.
+demo model, the prompt format, sampling, and per-token log-probs (data sets and grading: tasks.py).
 
 Shapes: N rows (= P prompts x G samples), L prompt tokens (left-padded), T completion tokens.
 """
 import functools
-import json
 import logging
 import math
 import os
@@ -12,7 +11,6 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 # Third-party noise on CPU, silenced before the imports that make it: bitsandbytes looks for an
 # optional hub kernel on AVX512-BF16 machines and warns when it is absent; peft calls a
@@ -21,7 +19,6 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 import bitsandbytes.functional as bnbf  # noqa: E402
-import datasets  # noqa: E402
 import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
@@ -29,51 +26,13 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
                           PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 
 import logprob_kernel  # noqa: E402
-import rewards  # noqa: E402
+import tasks  # noqa: E402
 
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-# name: (hub path, config, split, file under --data-dir, question fields, answer fields).
-# The first field present in a row is used; answers are reduced to the final answer (see gold()).
-TASKS = {  # training sets
-    "gsm8k": ("openai/gsm8k", "main", "train", "gsm8k/train.jsonl", ("question",), ("answer",)),
-    "math": ("DigitalLearningGmbH/MATH-lighteval", "default", "train", None, ("problem",), ("solution",)),
-    "dapo": ("open-r1/DAPO-Math-17k-Processed", "en", "train", None, ("prompt",), ("solution",)),
-}
-BENCHMARKS = {  # evaluation sets, laid out as ../shared/data under --data-dir
-    "math500": ("HuggingFaceH4/MATH-500", None, "test", "math500/test.jsonl", ("problem",), ("answer",)),
-    "aime24": ("HuggingFaceH4/aime_2024", None, "train", "aime24/test.jsonl", ("problem",), ("answer",)),
-    "amc23": ("math-ai/amc23", None, "test", "amc23/test.jsonl", ("question", "problem"), ("answer",)),
-    "gsm8k": ("openai/gsm8k", "main", "test", "gsm8k/test.jsonl", ("question",), ("answer",)),
-    "minerva_math": ("math-ai/minervamath", None, "test", "minerva_math/test.jsonl",
-                     ("question", "problem"), ("answer", "solution")),
-    "olympiadbench": ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "olympiadbench/test.jsonl",
-                      ("question",), ("final_answer",)),
-}
 QWEN = re.compile(r"Qwen2\.5-(Math-)?(0\.5|1\.5|3|7|14|32|72)B(-Instruct)?")
 
 
-@dataclass
-class Task:
-    name: str
-    rows: list  # [{"question": str, "answer": str}], answer = the final answer only
-    grade: Callable[[str, str], tuple]  # (completion, gold) -> (reward, status), see rewards.grade
-    extract: Callable[[str], object]  # completion -> normalised final answer or None
-    gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
-    instruction: str = INSTRUCTION
-
-
 # ---------------------------------------------------------------------------------------------
-# The offline demo: a tiny random-weight Qwen2 and a toy task with several correct answers.
-DEMO_TARGETS = range(2, 10)  # "sum 7" -> any two digits a b with a + b = 7: S + 1 correct answers
-
-
-def demo_task() -> Task:
-    rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
-    grade = lambda completion, target: (r := rewards.pair_reward(completion, target), "correct" if r else "wrong")
-    return Task("demo", rows, grade, rewards.extract_pair, lambda target: True, instruction="")
-
-
+# The offline demo model: a tiny random-weight Qwen2 (tasks.demo_task is its task).
 def tiny_model():
     """A 2-layer Qwen2 with random weights and a word-level tokenizer, both built in code."""
     words = ["<pad>", "<eos>", "sum", *map(str, range(10))]
@@ -167,91 +126,8 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
     return model, tok
 
 
-# ---------------------------------------------------------------------------------------------
-def gold(value) -> str | None:
-    """The final answer from a data set's answer field: a list (OlympiadBench) gives its first item,
-    a number its shortest form (27.0 -> '27'), a worked solution its \\boxed{} or '#### x' answer.
-    Anything else (true/false, an object, a nested list) is None: a bad gold, skipped and counted."""
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return rewards.extract_answer(text) or text.strip("$ ")
 
-
-def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
-    """Map raw rows to {"question", "answer"}; a row that cannot be mapped stops with its number."""
-    out = []
-    for i, row in enumerate(rows):
-        if limit and len(out) == limit:
-            break
-        picked = []
-        for fields in (question_fields, answer_fields):  # the first field present and not empty
-            value = next((row[f] for f in fields if row.get(f) not in (None, "", [])), None)
-            if value is None:
-                there = next((f for f in fields if f in row), None)
-                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there else
-                                 f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
-            picked.append(value)
-        out.append({"question": str(picked[0]), "answer": gold(picked[1])})
-    return out
-
-
-def read_jsonl(path) -> list:
-    """The objects of a JSON Lines file (a UTF-8 byte-order mark is allowed); anything else stops
-    with one line naming the file and the line."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8-sig")
-    except OSError as e:  # missing, a folder, unreadable
-        raise SystemExit(f"error: data file {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise SystemExit(f"error: {path}: line {line} is not UTF-8 text") from None
-    rows = []
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as e:
-            raise SystemExit(f"error: {path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(rows[-1], dict):
-            raise SystemExit(f"error: {path}: line {n} is a JSON {type(rows[-1]).__name__}, not an object: "
-                             f"expected JSON Lines, one object per line")
-    if not rows:
-        raise SystemExit(f"error: data file {path} holds no rows (empty or blank)")
-    return rows
-
-
-def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) -> list:
-    """Problems of a named set from `table` (TASKS or BENCHMARKS): from data_dir when given, else the hub."""
-    if name not in table:
-        raise SystemExit(f"error: unknown data set {name!r}; known: {', '.join(table)}")
-    hub, config, split, file, qf, af = table[name]
-    if data_dir:
-        if file is None:
-            raise SystemExit(f"error: {name!r} has no local layout; drop --data-dir to use the hub")
-        source = Path(data_dir) / file
-        return read_rows(source, read_jsonl(source), qf, af, limit)
-    try:
-        rows = datasets.load_dataset(hub, config, split=split)
-    except (OSError, ValueError, ConnectionError) as e:  # offline, unknown id or split
-        raise SystemExit(f"error: cannot load {hub} from the hub ({type(e).__name__}); "
-                         f"use --data-dir with a local copy") from None
-    return read_rows(hub, rows, qf, af, limit)
-
-
-def math_task(name: str, rows: list) -> Task:
-    gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")  # once per gold: it may cost a timeout
-    return Task(name, rows, rewards.grade, rewards.extract_answer, gold_ok)
-
-
-def check_prompt_lengths(model, tok, task: Task, max_new_tokens: int, source: str) -> None:
+def check_prompt_lengths(model, tok, task: tasks.Task, max_new_tokens: int, source: str) -> None:
     """Stop with one line when a prompt plus the completion budget does not fit the model's context."""
     context = getattr(model.config, "max_position_embeddings", None) or math.inf
     prompts = [format_prompt(tok, r["question"], task.instruction) for r in task.rows]
@@ -261,7 +137,7 @@ def check_prompt_lengths(model, tok, task: Task, max_new_tokens: int, source: st
                              f"tokens {max_new_tokens} exceeds the model's context of {context}: drop it or lower it")
 
 
-def format_prompt(tok, question: str, instruction: str = INSTRUCTION) -> str:
+def format_prompt(tok, question: str, instruction: str = tasks.INSTRUCTION) -> str:
     """The chat template when the tokenizer has one, else the bare question and instruction."""
     text = f"{question}\n{instruction}".strip()
     if tok.chat_template:

@@ -1,4 +1,4 @@
-"""Evaluate a model, or a ProGRPO-trained LoRA adapter, on math benchmarks: Pass@k and diversity.
+"""Evaluate a model, or a ProGRPO-trained LoRA adapter, on math and code benchmarks: Pass@k and diversity.
 
 Each problem gets n completions from the training prompt format and sampler (common.format_prompt,
 common.sample), graded by the training rewards (task.grade). Per benchmark, what each mean divides by:
@@ -6,17 +6,19 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   length            completion tokens (EOS included), mean over all problems x n completions
   entropy           next-token entropy at the sampling temperature, mean over all completion tokens
   token_prob        pi(o_t | q, o_<t), mean over all completion tokens
-  distinct_correct  distinct final answers (task.extract) among the correct completions of a problem,
-                    mean over solved problems (at least one correct), as progrpo.py logs it
+  distinct_correct  distinct final answers (task.extract; code: programs with distinct normalised ASTs)
+                    among the correct completions of a problem, mean over solved problems (at least one
+                    correct), as progrpo.py logs it
   conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
                     mean over problems: how differently confident the samples of one question are
-  no_answer         share of all completions with no extractable final answer (e.g. cut off)
+  no_answer         share of all completions with no extractable final answer or code block (e.g. cut off)
 Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
 
 Run:  python eval.py --n 8                                       # tiny model, demo task, CPU, seconds
       python eval.py --model Qwen2.5-1.5B --benchmarks math500,aime24 --n 32 --k 1,2,4,8,16,32
       python eval.py --model Qwen2.5-1.5B --adapter runs/NAME --data-dir ../shared/data --out trained.json
       python eval.py --compare base.json trained.json --plot compare.png   # side by side, Pass@k curves
+      python eval.py --model Qwen2.5-1.5B-Instruct --benchmarks humaneval,mbpp --n 16   # code, run in sandbox.py
       python eval.py --validate-grader --data-dir ../shared/data           # reference solutions vs gold
 """
 import json
@@ -33,13 +35,14 @@ from tqdm import tqdm
 import arm
 import cli
 import common
+import tasks
 
 
 @dataclass
 class Args:
     model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
     adapter: str = ""  # a LoRA adapter folder, or a progrpo.py run folder (its last ckpt-* is used)
-    benchmarks: str = ""  # comma-separated: demo or names in common.BENCHMARKS (default: demo for tiny, else math500)
+    benchmarks: str = ""  # comma-separated: demo or names in tasks.BENCHMARKS (default: demo for tiny, else math500)
     data_dir: str = ""  # read benchmarks from a folder laid out like ../shared/data, not the hub
     limit: int = 0  # evaluate the first N problems of each benchmark (0: all)
     n: int = 32  # completions sampled per problem
@@ -87,13 +90,13 @@ def parse_ks(spec: str, n: int) -> list:
     return ks
 
 
-def load_task(name: str, data_dir: str = "", limit: int = 0) -> common.Task:
-    """'demo' (the toy task) or a benchmark of common.BENCHMARKS (hub, or data_dir), first `limit` problems."""
+def load_task(name: str, data_dir: str = "", limit: int = 0) -> tasks.Task:
+    """'demo' (the toy task) or a benchmark of tasks.BENCHMARKS (hub, or data_dir), first `limit` problems."""
     if name == "demo":
-        task = common.demo_task()
+        task = tasks.demo_task()
         task.rows = task.rows[:limit or None]
         return task
-    return common.math_task(name, common.load_problems(name, common.BENCHMARKS, data_dir, limit))
+    return tasks.load_task(name, tasks.BENCHMARKS, data_dir, limit)
 
 
 def resolve_adapter(path: str, model: str) -> str:
@@ -124,7 +127,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     """Sample n completions for each problem of `task` with the (peft) model, or from `gen`, its synced
     generation copy (common.generation_copy), when given; grade them, measure.
     Returns {"task", "n", "ks", "seconds", "summary": flat {metric: number}, ready to log,
-    "problems": [{question, gold, n, c, answers, confidences, lengths, statuses}]}."""
+    "problems": [{question, gold, n, c, answers, confidences, lengths, statuses, completions}]}."""
     for k in ks:  # a bad k fails before any sampling
         pass_at_k(n, 0, k)
     t0 = time.time()
@@ -145,13 +148,14 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         ent_sum += (ent * mask).sum().item()
         prob_sum += (logp.exp() * mask).sum().item()
         n_tokens += mask.sum().item()
+        graded = task.grade(ro.texts, [r["answer"] for r in batch for _ in range(n)])  # a batch's programs in parallel
         for p, row in enumerate(batch):
             s = slice(p * n, (p + 1) * n)
-            statuses = [task.grade(text, row["answer"])[1] for text in ro.texts[s]]
+            statuses = [status for _, status in graded[s]]
             problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count("correct"),
                                  answers=[task.extract(text) for text in ro.texts[s]],
                                  confidences=conf[s].tolist(), lengths=mask[s].sum(1).long().tolist(),
-                                 statuses=statuses))
+                                 statuses=statuses, completions=ro.texts[s]))
         bar.update(len(batch))
     bar.close()
 
@@ -165,7 +169,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         token_prob=prob_sum / max(n_tokens, 1.0),
         distinct_correct=sum(distinct) / max(len(solved), 1),
         conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
-        no_answer=sum(pr["statuses"].count("no_answer") for pr in problems) / (P * n),
+        no_answer=sum(pr["statuses"].count("no_answer") + pr["statuses"].count("no_code") for pr in problems) / (P * n),
         problems=len(problems), solved=len(solved), skipped_gold=len(task.rows) - len(rows))
     return dict(task=task.name, n=n, ks=ks, seconds=time.time() - t0, summary=summary, problems=problems)
 
@@ -234,29 +238,36 @@ def compare(paths: list, plot: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Benchmark -> the field of its local copy that holds a worked reference solution. amc23 has none;
 # OlympiadBench's solutions are prose with no marked final answer (none of its 675 has a \boxed{}).
-SOLUTIONS = {"math500": "solution", "gsm8k": "answer", "minerva_math": "solution", "aime24": "solution"}
+SOLUTIONS = {"math500": "solution", "gsm8k": "answer", "minerva_math": "solution", "aime24": "solution",
+             "mbpp": "code", "humaneval": "canonical_solution"}
 
 
 def validate_grader(data_dir: str, names: list) -> dict:
-    """Grade each set's reference solutions against its own gold answers (as evaluation reads them);
-    print a markdown table. Returns {name: Counter of statuses} for the sets that have solutions."""
+    """Grade each set's reference solutions against its own gold answers or tests (as evaluation reads
+    them); MBPP's training split too, which progrpo.py --task mbpp trains on. Print a markdown table.
+    Returns {set: Counter of statuses} for the sets that have solutions."""
     if not data_dir:
         raise SystemExit("error: --validate-grader reads reference solutions from --data-dir "
                          "(a folder laid out like ../shared/data)")
     out = {}
     print("| set | graded | agreed | rate | notes |\n|---|---|---|---|---|")
-    for name in names:
-        _, _, _, file, question_fields, answer_fields = common.BENCHMARKS[name]
-        raw = common.read_jsonl(Path(data_dir) / file)
+    sets = [(name, tasks.BENCHMARKS, name) for name in names] + [("mbpp train", tasks.TASKS, "mbpp")] * ("mbpp" in names)
+    for label, table, name in sets:
+        raw = tasks.read_jsonl(Path(data_dir) / table[name][3])
         if name not in SOLUTIONS or any(SOLUTIONS[name] not in r for r in raw):  # e.g. a hub-format copy
-            print(f"| {name} | - | - | - | no reference solutions with a final answer |")
+            print(f"| {label} | - | - | - | no reference solutions with a final answer |")
             continue
-        gold = common.read_rows(Path(data_dir) / file, raw, question_fields, answer_fields)
-        task = common.math_task(name, gold)
-        st = out[name] = Counter(task.grade(r[SOLUTIONS[name]], g["answer"])[1] for r, g in zip(raw, gold))
+        task = tasks.load_task(name, table, data_dir)
+        # Code as a completion holds it, in a fenced block; HumanEval's solution is a body: its prompt goes first.
+        texts = [f"```python\n{r.get('prompt', '')}{r[SOLUTIONS[name]]}\n```" if name in tasks.CODE_SETS
+                 else r[SOLUTIONS[name]] for r in raw]
+        statuses = [status for _, status in task.grade(texts, [row["answer"] for row in task.rows])]
+        st = out[label] = Counter(statuses)
         graded = len(raw) - st["bad_gold"]  # a gold answer math-verify cannot parse grades nothing
         notes = ", ".join(f"{s} {c}" for s, c in sorted(st.items()) if s != "correct") or "-"
-        print(f"| {name} | {graded} | {st['correct']} | {st['correct'] / max(graded, 1):.1%} | {notes} |")
+        if name in tasks.CODE_SETS and graded > st["correct"]:
+            notes += ": " + ", ".join(f"{r['task_id']} {s}" for r, s in zip(raw, statuses) if s != "correct")
+        print(f"| {label} | {graded} | {st['correct']} | {st['correct'] / max(graded, 1):.1%} | {notes} |")
     return out
 
 
@@ -270,29 +281,29 @@ def main(argv=None):
         cli.check_writable(args.plot, "--plot")
         return compare(args.compare, args.plot)
     names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
-    unknown = [b for b in names if b != "demo" and b not in common.BENCHMARKS]
+    unknown = [b for b in names if b != "demo" and b not in tasks.BENCHMARKS]
     if unknown:
-        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, {', '.join(common.BENCHMARKS)}")
+        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, {', '.join(tasks.BENCHMARKS)}")
     if args.validate_grader:
         return validate_grader(args.data_dir, [b for b in names if b != "demo"] if args.benchmarks
-                               else list(common.BENCHMARKS))  # every benchmark unless named
+                               else list(tasks.BENCHMARKS))  # every benchmark unless named
     ks = parse_ks(args.k, args.n)  # every check that needs no model comes first
     adapter = resolve_adapter(args.adapter, args.model)
     out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     if out.is_dir():
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
     cli.check_writable(out, "--out")
-    tasks = [load_task(b, args.data_dir, args.limit) for b in names]
-    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in tasks}
+    todo = [load_task(b, args.data_dir, args.limit) for b in names]
+    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in todo}
     device = common.pick_device()
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
-    for t in tasks:
+    for t in todo:
         common.check_prompt_lengths(model, tok, t, budget[t.name], t.name)
     gen = common.generation_copy(model) if args.fast_generation else None
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
     print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
-          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems" for t in tasks))
-    for task in tasks:
+          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems" for t in todo))
+    for task in todo:
         torch.manual_seed(args.seed)
         res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,
                        args.batch_prompts, args.arm_low_frac, gen=gen)

@@ -59,12 +59,13 @@ import arm
 import cli
 import common
 import eval as evaluation  # not the builtin
+import tasks
 
 
 @dataclass
 class Args:
     model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
-    task: str = ""  # demo | gsm8k | math | dapo; default: demo for the tiny model, gsm8k otherwise
+    task: str = ""  # demo | gsm8k | math | dapo | mbpp (code); default: demo for the tiny model, gsm8k otherwise
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
@@ -286,12 +287,12 @@ def main(argv=None):
 
     # Data: the toy task, a local file, or a named set (hub or --data-dir).
     if args.data:
-        rows = common.read_rows(args.data, common.read_jsonl(args.data), (args.question_field,), (args.answer_field,))
-        task = common.math_task(Path(args.data).stem, rows)
+        rows = tasks.read_rows(args.data, tasks.read_jsonl(args.data), (args.question_field,), (args.answer_field,))
+        task = tasks.math_task(Path(args.data).stem, rows)
     elif args.task == "demo":
-        task = common.demo_task()
+        task = tasks.demo_task()
     else:
-        task = common.math_task(args.task, common.load_problems(args.task, common.TASKS, args.data_dir))
+        task = tasks.load_task(args.task, tasks.TASKS, args.data_dir)
     P, G = args.prompts_per_step, args.group_size
     eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "math500")).split(",")
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
@@ -379,7 +380,7 @@ def main(argv=None):
             ro = common.sample(gen or model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
                                static_cache=gen is not None and device == "cuda")
             L, N = ro.prompt_len, len(ro.texts)
-            graded = [task.grade(text, good[i // G]["answer"]) for i, text in enumerate(ro.texts)]
+            graded = task.grade(ro.texts, [good[i // G]["answer"] for i in range(len(ro.texts))])  # N (reward, status)
             R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
             correct = R > 0.5
 
@@ -435,7 +436,8 @@ def main(argv=None):
                      mixed=((groups > 0) & (groups < G)).float().mean().item(),
                      all_wrong=(groups == 0).float().mean().item(),
                      distinct_correct=sum(solved) / max(len(solved), 1),
-                     no_answer=statuses.count("no_answer"), timeouts=statuses.count("timeout"),
+                     no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
+                     timeouts=statuses.count("timeout"),
                      skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0)
             if args.eval_every and step % args.eval_every == 0:
                 if gen is not None:

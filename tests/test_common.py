@@ -6,6 +6,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 import common
+import tasks
 
 
 @pytest.mark.parametrize("name, hub_id", [
@@ -34,36 +35,36 @@ def test_unknown_model_is_a_clear_error(name):
     (r"\frac{\pi}{2}", r"\frac{\pi}{2}"),  # already a final answer
 ])
 def test_gold_reduces_an_answer_field_to_the_final_answer(value, expected):
-    assert common.gold(value) == expected
+    assert tasks.gold(value) == expected
 
 
 def test_prompt_uses_the_chat_template_when_there_is_one():
     _, tok = common.tiny_model()
     assert common.format_prompt(tok, "sum 7", "") == "sum 7"
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
-    assert common.format_prompt(tok, "What is 1+1?") == f"<user>What is 1+1?\n{common.INSTRUCTION}<assistant>"
+    assert common.format_prompt(tok, "What is 1+1?") == f"<user>What is 1+1?\n{tasks.INSTRUCTION}<assistant>"
 
 
 @pytest.mark.parametrize("name, rows", [("math500", 500), ("aime24", 30), ("amc23", 40), ("gsm8k", 1319),
                                         ("minerva_math", 272), ("olympiadbench", 675)])
 def test_every_local_benchmark_maps_every_row(shared_data, name, rows):
-    problems = common.load_problems(name, common.BENCHMARKS, str(shared_data))
+    problems = tasks.load_problems(name, tasks.BENCHMARKS, str(shared_data))
     assert len(problems) == rows
     assert all(p["question"].strip() and p["answer"].strip() for p in problems)
 
 
 def test_local_training_set_and_limit(shared_data):
-    problems = common.load_problems("gsm8k", common.TASKS, str(shared_data), limit=5)
+    problems = tasks.load_problems("gsm8k", tasks.TASKS, str(shared_data), limit=5)
     assert len(problems) == 5 and problems[0]["answer"] == "72"  # Natalia's clips
 
 
 def test_unknown_set_and_missing_local_copy_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="unknown data set 'nope'"):
-        common.load_problems("nope", common.TASKS)
+        tasks.load_problems("nope", tasks.TASKS)
     with pytest.raises(SystemExit, match="No such file or directory"):
-        common.load_problems("math500", common.BENCHMARKS, str(tmp_path))
+        tasks.load_problems("math500", tasks.BENCHMARKS, str(tmp_path))
     with pytest.raises(SystemExit, match="no local layout"):
-        common.load_problems("dapo", common.TASKS, str(tmp_path))
+        tasks.load_problems("dapo", tasks.TASKS, str(tmp_path))
 
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"

@@ -17,6 +17,7 @@ import torch
 
 import common
 import eval as ev
+import tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -89,7 +90,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def demo_result(tiny):
     model, tok = tiny
-    task = common.demo_task()
+    task = tasks.demo_task()
     task.gold_ok = lambda gold: gold != "?"  # one extra problem whose gold "cannot be parsed": it must be skipped
     task.rows = task.rows + [{"question": "sum 5", "answer": "?"}]
     torch.manual_seed(0)
@@ -100,7 +101,7 @@ def test_evaluate_structure_and_ranges(demo_result, tiny):
     r, n = demo_result, 6
     s = r["summary"]
     assert r["task"] == "demo" and r["n"] == n and r["ks"] == [1, 2, 3, 6]
-    assert s["problems"] == len(r["problems"]) == len(common.DEMO_TARGETS) and s["skipped_gold"] == 1
+    assert s["problems"] == len(r["problems"]) == len(tasks.DEMO_TARGETS) and s["skipped_gold"] == 1
     assert all(isinstance(v, (int, float)) for v in s.values())  # flat: loggable as is
     passes = [s[f"pass@{k}"] for k in r["ks"]]
     assert all(0.0 <= p <= 1.0 for p in passes) and passes == sorted(passes)
@@ -124,7 +125,7 @@ def test_evaluate_structure_and_ranges(demo_result, tiny):
 
 def test_evaluate_is_seeded_and_checks_k_first(tiny):
     model, tok = tiny
-    task = common.demo_task()
+    task = tasks.demo_task()
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
@@ -170,7 +171,7 @@ def test_cli_writes_result(cli_run):
     result = json.loads(out.read_text())
     demo = result["benchmarks"]["demo"]
     assert result["config"]["n"] == 4 and demo["ks"] == [1, 2, 4]
-    assert len(demo["problems"]) == len(common.DEMO_TARGETS)
+    assert len(demo["problems"]) == len(tasks.DEMO_TARGETS)
     assert all(len(pr["statuses"]) == 4 for pr in demo["problems"])
     assert "| Pass@4 |" in proc.stdout and f"saved {out}" in proc.stdout
 

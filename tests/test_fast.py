@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import common
+import tasks
 
-PROMPTS = [f"sum {s}" for s in common.DEMO_TARGETS]
+PROMPTS = [f"sum {s}" for s in tasks.DEMO_TARGETS]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 
 import common
 import logprob_kernel
+import tasks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
                                 reason="needs a CUDA GPU and compiled Triton (run with TRITON_INTERPRET=0)")
@@ -50,7 +51,7 @@ def test_nf4_generation_copy_on_the_gpu(tmp_path):
     tok.save_pretrained(tmp_path)
     model, tok = common.load_model(str(tmp_path), "cuda", load_in_4bit=True, gradient_checkpointing=True)
     gen = common.generation_copy(model)
-    prompts = [f"sum {s}" for s in common.DEMO_TARGETS]
+    prompts = [f"sum {s}" for s in tasks.DEMO_TARGETS]
     plain = common.sample(model, tok, prompts, 2, 8, temperature=0)
     fast = common.sample(gen, tok, prompts, 2, 8, temperature=0, static_cache=True)
     same = sum(a == b for a, b in zip(plain.texts, fast.texts))

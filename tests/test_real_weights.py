@@ -12,6 +12,7 @@ import torch
 import common
 import eval as ev
 import progrpo
+import tasks
 
 QUESTIONS = ["What is 2 + 3? Reply with just the number.", "Name a colour."]
 
@@ -35,7 +36,7 @@ def test_the_prompt_is_the_models_chat_template(smollm2):
     im_start, im_end = chat_ids(tok)
     assert tok.chat_template and tok.padding_side == "left" and tok.pad_token is not None
     prompt = common.format_prompt(tok, "What is 2 + 3?")
-    assert f"<|im_start|>user\nWhat is 2 + 3?\n{common.INSTRUCTION}<|im_end|>\n" in prompt
+    assert f"<|im_start|>user\nWhat is 2 + 3?\n{tasks.INSTRUCTION}<|im_end|>\n" in prompt
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
     ids = tok(prompt, add_special_tokens=False).input_ids  # as common.sample tokenizes it
     assert ids.count(im_start) == 3 and ids.count(im_end) == 2  # system, user, assistant: one token each

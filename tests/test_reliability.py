@@ -22,6 +22,7 @@ import cli
 import common
 import eval as ev
 import progrpo
+import tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -137,12 +138,12 @@ def test_data_path_that_is_a_folder_or_missing(tmp_path):
 def test_byte_order_mark_is_read_as_utf8(tmp_path):
     data = tmp_path / "p.jsonl"
     data.write_bytes(b'\xef\xbb\xbf{"question": "1+1?", "answer": "2"}\n')
-    assert common.read_jsonl(data) == [{"question": "1+1?", "answer": "2"}]
+    assert tasks.read_jsonl(data) == [{"question": "1+1?", "answer": "2"}]
 
 
 @pytest.mark.parametrize("value", [True, False, {"a": 1}, [[1, 2]], None])
 def test_answers_of_the_wrong_json_type_are_bad_golds(value):
-    assert common.gold(value) is None  # skipped and counted, never graded (`true` once matched `rtue`)
+    assert tasks.gold(value) is None  # skipped and counted, never graded (`true` once matched `rtue`)
 
 
 # ---------------------------------------------------------------- run folders
