@@ -46,18 +46,44 @@ def prompt_confidence(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((logp.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).exp()
 
 
-def reweight(adv: torch.Tensor, correct: torch.Tensor, answer_conf: torch.Tensor,
-             prompt_conf: torch.Tensor, alpha: float, groups: str = "any-correct") -> torch.Tensor:
-    """A~ (P, G). correct (P, G) bool, answer_conf (P, G) or (N,), prompt_conf (P,).
-    groups="any-correct": shift every group with at least one correct completion (the paper);
+def shifted_groups(correct: torch.Tensor, groups: str = "any-correct") -> torch.Tensor:
+    """(P,) bool from correct (P, G) bool: the groups ARM shifts.
+    groups="any-correct": every group with at least one correct completion (the paper);
     groups="mixed": only groups with some but not all correct."""
-    P, G = adv.shape
     n_correct = correct.sum(dim=1)  # (P,)
     if groups == "any-correct":
-        shifted = n_correct > 0
-    elif groups == "mixed":
-        shifted = (n_correct > 0) & (n_correct < G)
-    else:
-        raise ValueError(f"groups must be 'any-correct' or 'mixed', got {groups!r}")
-    shift = alpha * (prompt_conf.view(P, 1) - answer_conf.view(P, G))  # (P, G)
-    return adv + torch.where(shifted[:, None], shift.to(adv.dtype), 0.0)
+        return n_correct > 0
+    if groups == "mixed":
+        return (n_correct > 0) & (n_correct < correct.shape[1])
+    raise ValueError(f"groups must be 'any-correct' or 'mixed', got {groups!r}")
+
+
+def reweight_rows(adv: torch.Tensor, shifted: torch.Tensor, answer_conf: torch.Tensor,
+                  prompt_conf: torch.Tensor, alpha: float) -> torch.Tensor:
+    """A~ for any n rows, each on its own: adv (n,), shifted (n,) bool (its group's), answer_conf (n,)
+    and prompt_conf (n,) (its group's c(q)). The trainer scores rows a micro-batch at a time."""
+    return adv + torch.where(shifted, (alpha * (prompt_conf - answer_conf)).to(adv.dtype), 0.0)
+
+
+def reweight(adv: torch.Tensor, correct: torch.Tensor, answer_conf: torch.Tensor,
+             prompt_conf: torch.Tensor, alpha: float, groups: str = "any-correct") -> torch.Tensor:
+    """A~ (P, G) for whole groups. correct (P, G) bool, answer_conf (P, G) or (N,), prompt_conf (P,)."""
+    P, G = adv.shape
+    return reweight_rows(adv.reshape(-1), shifted_groups(correct, groups).repeat_interleave(G),
+                         answer_conf.reshape(-1), prompt_conf.repeat_interleave(G), alpha).view(P, G)
+
+
+def shift_stats(adv: torch.Tensor, adv_t: torch.Tensor) -> dict:
+    """How much ARM moved advantages (P, G) -> (P, G), as numbers to log:
+    shift      mean |A~ - A| over the N completions
+    rel_shift  shift / mean |A| (nan when every A is 0: no group with signal to compare with)
+    sign_flips share of the completions with A != 0 whose sign ARM changed (A~ of the other sign or 0)
+    swaps      share of the within-group pairs with A_i < A_j that ARM reversed (A~_i > A~_j)."""
+    shift = (adv_t - adv).abs().mean()
+    moved = adv != 0
+    flips = (torch.sign(adv_t) != torch.sign(adv)) & moved
+    lower = adv[:, :, None] < adv[:, None, :]  # (P, G, G): pairs (i, j) with A_i < A_j
+    swapped = lower & (adv_t[:, :, None] > adv_t[:, None, :])
+    return dict(shift=shift.item(), rel_shift=(shift / adv.abs().mean()).item(),
+                sign_flips=(flips.sum() / moved.sum().clamp(min=1)).item(),
+                swaps=(swapped.sum() / lower.sum().clamp(min=1)).item())

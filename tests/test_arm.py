@@ -69,3 +69,16 @@ def test_alpha_zero_is_grpo():
 def test_reweight_rejects_unknown_group_rule():
     with pytest.raises(ValueError, match="groups"):
         arm.reweight(ADV, CORRECT, C_O, C_Q, alpha=1.0, groups="all")
+
+
+def test_shift_stats_by_hand():
+    A = torch.tensor([[0.0, 0.0], [0.7, -0.7], [0.0, 0.0]])
+    A_t = torch.tensor([[0.0, 0.0], [-0.1, -0.5], [0.2, -0.2]])
+    s = arm.shift_stats(A, A_t)
+    # |A~ - A| = 0, 0, 0.8, 0.2, 0.2, 0.2 -> 1.4 / 6; mean |A| = 1.4 / 6 too
+    assert math.isclose(s["shift"], 1.4 / 6, rel_tol=1e-6) and math.isclose(s["rel_shift"], 1.0, rel_tol=1e-6)
+    assert s["sign_flips"] == 0.5  # of the two A != 0, 0.7 became -0.1; all-correct zeros do not count
+    assert s["swaps"] == 0.0  # the one ordered pair (-0.7 < 0.7) stays ordered: -0.5 < -0.1
+    s = arm.shift_stats(torch.tensor([[1.0, -1.0, 0.5]]), torch.tensor([[0.2, -0.9, 0.6]]))
+    assert math.isclose(s["swaps"], 1 / 3, rel_tol=1e-6)  # of 3 ordered pairs, (0.5 < 1.0) reversed
+    assert math.isnan(arm.shift_stats(torch.zeros(2, 2), torch.zeros(2, 2))["rel_shift"])  # nothing to compare
