@@ -28,6 +28,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
 import logprob_kernel  # noqa: E402
 import tasks  # noqa: E402
 
+MAX_NEW_TOKENS = 1024  # the completion budget on real tasks, in training and evaluation alike
 QWEN = re.compile(r"Qwen2\.5-(Math-)?(0\.5|1\.5|3|7|14|32|72)B(-Instruct)?")
 
 
@@ -146,6 +147,17 @@ def format_prompt(tok, question: str, instruction: str = tasks.INSTRUCTION) -> s
     return text
 
 
+def question_mask(tok, prompts: list, questions: list, width: int) -> torch.Tensor:
+    """(P, width) 1 on the tokens of each prompt that lie inside its question's text (not the chat
+    template, not the instruction), left-padded to width like sample's prompts: c(q) over the question."""
+    rows = []
+    for prompt, question in zip(prompts, questions):
+        a = prompt.rfind(question)  # format_prompt puts the question once, before the instruction
+        spans = tok(prompt, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+        rows.append([0] * (width - len(spans)) + [int(a <= s < e <= a + len(question)) for s, e in spans])
+    return torch.tensor(rows)
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Rollout:
@@ -249,9 +261,12 @@ def sync_generation_copy(model, gen):
         p.copy_(w)
 
 
-def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, temperature: float = 1.0):
+def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, temperature: float = 1.0,
+                   prompt_rows: torch.Tensor | None = None):
     """log pi(seqs[:, t] | seqs[:, <t]) and the entropy of that next-token distribution for
     t = start+1 .. end: two (N, L+T-1-start) float32 tensors, 0 where a column is padding in every row.
+    prompt_rows (N,) bool: also, without gradient, the log-probs of tokens 1 .. start of those rows
+    (their prompts, for c(q)): a third tensor (rows, start), from the same forward.
     Columns that are padding in every row (left of the longest prompt, right of the longest
     completion) are cut off first, so padding costs no compute. The decoder stops at the hidden
     states; logprob_kernel.token_logprobs_entropy applies the frozen lm_head without building the logits."""
@@ -262,12 +277,21 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     base = model.get_base_model()
     pos = (attn.cumsum(1) - 1).clamp(min=0)  # positions as generate() saw them under left padding
     hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
-    h = hidden[:, first:-1]  # (N, T', H): position t predicts token t + 1
-    N, T, H = h.shape
-    logp, ent = logprob_kernel.token_logprobs_entropy(h.reshape(N * T, H), base.lm_head.weight,
-                                               seqs[:, first + 1:].reshape(N * T), temperature)
+
+    def score(h, targets):  # (n, t, H) hidden states, position t predicting targets (n, t)
+        n, t, H = h.shape
+        logp, ent = logprob_kernel.token_logprobs_entropy(h.reshape(n * t, H), base.lm_head.weight,
+                                                          targets.reshape(n * t), temperature)
+        return logp.view(n, t), ent.view(n, t)
+
+    logp, ent = score(hidden[:, first:-1], seqs[:, first + 1:])
     pad = (max(a - start, 0), width - b)  # back to full width: zeros for the columns cut off
-    return torch.nn.functional.pad(logp.view(N, T), pad), torch.nn.functional.pad(ent.view(N, T), pad)
+    out = torch.nn.functional.pad(logp, pad), torch.nn.functional.pad(ent, pad)
+    if prompt_rows is None:
+        return out
+    with torch.no_grad():  # confidences are constants: no graph kept for them
+        prompt = score(hidden[prompt_rows, :first], seqs[prompt_rows, 1:first + 1])[0]
+    return *out, torch.nn.functional.pad(prompt, (start - first, 0))
 
 
 @torch.no_grad()

@@ -8,9 +8,10 @@ batch, no KL by default, LoRA on a frozen (4-bit NF4 on CUDA) base. See arm.py f
 Choices where the paper is silent (README's table says why; a flag where one is named):
  1. std is the sample standard deviation (divides by G - 1), plus 1e-6; --scale-rewards none = Dr.GRPO.
  2. |T_low| = ceil(rho * |o|) in exact arithmetic, at least 1 token; padding never counts, EOS does.
- 3. c(q) is taken over the prompt tokens that have a predecessor, chat template included.
- 4. Confidences use pi_old at the sampling temperature, from the one no-grad pass that gives the
-    old log-probs; they are constants (no gradient).
+ 3. c(q) is taken over the prompt tokens that have a predecessor, chat template included;
+    --prompt-conf question: only the tokens inside the question's text (README: choosing alpha).
+ 4. Confidences use pi_old at the sampling temperature, taken (detached) from the first update's
+    training forward, where pi_old = pi: no separate old-policy pass; c(q) from each group's first row.
  5. ARM shifts every group with at least one correct completion; --arm-groups mixed: mixed only.
  6. All-correct groups are kept (ARM is their only signal); all-wrong groups keep A_i = 0.
  7. Loss: token-mean over all completion tokens of the batch (divides by their count);
@@ -33,22 +34,21 @@ Choices where the paper is silent (README's table says why; a flag where one is 
     below the checkpoint); metrics lines after the checkpoint are redone, a torn last line dropped.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
+20. With beta = 0, all-wrong groups (A = 0, no ARM shift) get no forward or backward: the gradient is
+    the same; the entropy metric covers the other groups' completions (null when all are wrong).
 
 Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~20 s
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
       python progrpo.py --resume runs/NAME       # continue a run from its last checkpoint
 """
-import fcntl
 import importlib.util
-import itertools
 import json
 import math
-import os
-import shutil
 import signal
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -59,6 +59,7 @@ import arm
 import cli
 import common
 import eval as evaluation  # not the builtin
+import runs
 import tasks
 
 
@@ -69,6 +70,7 @@ class Args:
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
+    instruction: Optional[str] = None  # appended to every problem ("" for none; default: the task's own)
     data_dir: str = ""  # read a named task from a folder laid out like ../shared/data, not the hub
     steps: Optional[int] = None  # optimizer steps on fresh rollouts (default: 300 demo, 500 otherwise)
     prompts_per_step: Optional[int] = None  # P, prompts per rollout batch (default 8)
@@ -80,6 +82,7 @@ class Args:
     alpha: float = 1.0  # ARM strength; 0 reproduces plain GRPO exactly
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
     arm_groups: Literal["any-correct", "mixed"] = "any-correct"  # which groups ARM shifts
+    prompt_conf: Literal["template", "question"] = "template"  # c(q) over the whole prompt (paper) or the question
     scale_rewards: Literal["group", "none"] = "group"  # divide by the group std (GRPO) or not (Dr.GRPO)
     clip_low: float = 0.2  # ratio clipped below at 1 - clip_low
     clip_high: float = 0.28  # ratio clipped above at 1 + clip_high
@@ -108,7 +111,8 @@ class Args:
 
 PRESETS = {  # values for the fields left at None above
     "demo": dict(steps=300, prompts_per_step=8, group_size=8, max_new_tokens=2, lr=1e-3, micro_batch=0),
-    "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=1024, lr=1e-5, micro_batch=8),
+    "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=common.MAX_NEW_TOKENS, lr=1e-5,
+                micro_batch=8),
 }
 
 
@@ -160,148 +164,33 @@ def batch_rows(step, P, n, seed):
     return out
 
 
-def save_checkpoint(out: Path, step, model, opt):
-    """Adapter (peft format) + optimizer/step/RNG, written to a temp folder then renamed: a
-    ckpt-* folder is complete or absent. Older checkpoints are removed afterwards."""
-    final, tmp = out / f"ckpt-{step:06d}", out / f".tmp-ckpt-{step:06d}"
-    if final.exists():
-        return
-    if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
-        raise SystemExit(f"error: step {step}: the adapter holds NaN or inf; not saved (lower --lr)")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng}, tmp / "state.pt")
-    os.replace(tmp, final)
-    for old in out.glob("ckpt-*"):
-        if old != final:
-            shutil.rmtree(old)
-
-
-def holds_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
-
-
-def claim(folder: Path, new: bool):
-    """Lock a run folder for this process: a second live process on it is refused. flock is
-    released by the kernel when the process ends, even on kill -9, so a lock is never stale."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".lock", "a")
-    except OSError as e:
-        raise SystemExit(f"error: cannot create the run folder {folder}: {e.strerror}") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit(f"error: {folder} is in use by another live progrpo.py process") from None
-    if new and holds_files(folder):  # another run got here between our check and the lock
-        raise SystemExit(f"error: --out {folder} is not empty: continue its run with --resume {folder}")
-    for tmp in folder.glob(".tmp-*"):  # left by a kill mid-write; no live process owns them now
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return lock
-
-
-def unique_folder(base: str) -> Path:
-    """base, base-2, base-3, ...: the first that did not exist, created here (mkdir is atomic, so
-    runs started in the same second get different folders)."""
-    for i in itertools.count(1):
-        folder = Path(base if i == 1 else f"{base}-{i}")
-        try:
-            folder.mkdir(parents=True)
-            return folder
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise SystemExit(f"error: cannot create the run folder {folder}: {e.strerror}") from None
-
-
-def resumed_args(args, given: set):
-    """The run's saved Args; a flag given again must equal the saved value, except --steps."""
-    run = Path(args.resume)
-    try:
-        saved = Args(**json.loads((run / "config.json").read_text()))
-    except FileNotFoundError:
-        raise SystemExit(f"error: --resume {run}: no config.json there") from None
-    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, not an Args
-        raise SystemExit(f"error: --resume {run}: config.json is not a readable progrpo.py config "
-                         f"({type(e).__name__}); the run cannot be continued") from None
-    for name in sorted(given - {"resume", "steps"}):
-        if getattr(args, name) != getattr(saved, name):
-            raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
-                             f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
-                             f"change); start a new run for other settings")
-    return replace(saved, resume=str(run), out=str(run), steps=args.steps if "steps" in given else saved.steps)
-
-
-def read_metrics(path: Path, start: int) -> list:
-    """metrics.jsonl up to the checkpoint's step (later steps are redone). A torn last line (a kill
-    or a full disk mid-append) is dropped and said; a bad line before it stops with one line."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().decode(errors="replace").split("\n")
-    rows = []
-    for n, line in enumerate(lines, 1):
-        try:
-            if line.strip():
-                rows.append(json.loads(line))
-                rows[-1]["step"] = int(rows[-1]["step"])
-        except (ValueError, KeyError, TypeError):
-            if n < len(lines):  # a line that ends in a newline was written whole, so it is not torn
-                raise SystemExit(f"error: {path}: line {n} is corrupt; fix or delete it, then --resume") from None
-            print(f"note: {path}: dropped a torn last line (the run was killed mid-write)")
-    return [m for m in rows if m["step"] <= start]
-
-
-def check_run_folder(args) -> tuple[Path | None, int]:
-    """Read-only checks before anything loads: a new run's --out is empty (or new) and can be
-    created; a resumed run has a checkpoint at or below --steps. Returns (checkpoint, its step)."""
-    if not args.resume:
-        out = Path(args.out or "runs")
-        if args.out and (out.is_file() or holds_files(out)):
-            raise SystemExit(f"error: --out {out} is not an empty folder"
-                             + (f": continue its run with --resume {out}" if out.is_dir() else ""))
-        cli.check_writable(out / "run", "--out", parents=True)
-        return None, 0
-    ckpt = common.last_checkpoint(args.resume)
-    if ckpt is None:
-        raise SystemExit(f"error: --resume {args.resume}: no checkpoint (ckpt-*) there")
-    step = int(ckpt.name.split("-")[1])
-    if args.steps < step:
-        raise SystemExit(f"error: --steps {args.steps} is below the checkpoint's step {step}")
-    return ckpt, step
-
-
 def main(argv=None):
     args, given = cli.parse_args(Args, argv)
     if args.resume:  # the run's own config; a second live process on the folder is refused
-        args = resumed_args(args, given)
-        lock = claim(Path(args.resume), new=False)  # held (open) until the process ends
+        args = runs.resumed_args(Args, args, given)
+        lock = runs.claim(Path(args.resume), new=False)  # held (open) until the process ends
     common.resolve_model(args.model)  # fail on a bad name before loading any data
     args.task = args.task or ("demo" if args.model == "tiny" else "gsm8k")
     for k, v in PRESETS["demo" if args.task == "demo" else "hub"].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     check_args(args)
-    ckpt, start = check_run_folder(args)
+    ckpt, start = runs.check_run_folder(args)
     device = common.pick_device()
+    # config.json records what runs: NF4 and gradient checkpointing are CUDA-only, the tiny model is never 4-bit.
+    args.load_in_4bit &= device == "cuda" and args.model != "tiny"
+    args.gradient_checkpointing &= device == "cuda"
     torch.manual_seed(args.seed)
 
     # Data: the toy task, a local file, or a named set (hub or --data-dir).
-    if args.data:
-        rows = tasks.read_rows(args.data, tasks.read_jsonl(args.data), (args.question_field,), (args.answer_field,))
-        task = tasks.math_task(Path(args.data).stem, rows)
-    elif args.task == "demo":
-        task = tasks.demo_task()
-    else:
-        task = tasks.load_task(args.task, tasks.TASKS, args.data_dir)
+    task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir, args.instruction)
     P, G = args.prompts_per_step, args.group_size
     eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "math500")).split(",")
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
     eval_ks = evaluation.parse_ks("", args.eval_n)
 
     # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter and state.
-    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", args.lora_rank,
-                                   args.lora_alpha, args.lora_targets, str(ckpt or ""),
-                                   args.gradient_checkpointing and device == "cuda")
+    model, tok = common.load_model(args.model, device, args.load_in_4bit, args.lora_rank, args.lora_alpha,
+                                   args.lora_targets, str(ckpt or ""), args.gradient_checkpointing)
     for t in [task, *eval_tasks]:
         common.check_prompt_lengths(model, tok, t, args.max_new_tokens, args.data or t.name)
     model.train()
@@ -321,11 +210,11 @@ def main(argv=None):
     # The run folder: every check has passed, so only now is anything in it written.
     if args.resume:
         out = Path(args.out)
-        history = read_metrics(out / "metrics.jsonl", start)
+        history = runs.read_metrics(out / "metrics.jsonl", start)
     else:
-        out = Path(args.out) if args.out else unique_folder(
+        out = Path(args.out) if args.out else runs.unique_folder(
             f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        lock, history = claim(out, new=True), []  # noqa: F841 (held open until the process ends)
+        lock, history = runs.claim(out, new=True), []  # noqa: F841 (held open until the process ends)
     args.out = str(out)
     metrics_path = out / "metrics.jsonl"
     cli.write_atomic(out / "config.json", cli.to_json(asdict(args), indent=1))
@@ -338,7 +227,7 @@ def main(argv=None):
         import wandb
         wandb.init(project="progrpo", config=vars(args), name=out.name, resume="allow")
     mb = args.micro_batch or P * G
-    skipped_gold, t_run, done = history[-1]["skipped_gold"] if history else 0, time.time(), start
+    skipped_gold, t_run, done, quiet = history[-1]["skipped_gold"] if history else 0, time.time(), start, 0
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
     stop = []  # Ctrl-C or SIGTERM finishes the current step, so the checkpoint and metrics.jsonl agree
 
@@ -359,7 +248,8 @@ def main(argv=None):
         for step in range(start + 1, args.steps + 1):
             if stop:
                 if done > start:
-                    save_checkpoint(out, done, model, opt)
+                    runs.save_checkpoint(out, done, model, opt)
+                bar.close()  # the message gets its own line
                 print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
                       else "interrupted before the first step: nothing saved")
                 sys.exit(128 + stop[0])
@@ -372,7 +262,7 @@ def main(argv=None):
                 done = step
                 bar.update(1)
                 if step % args.save_every == 0 or step == args.steps:
-                    save_checkpoint(out, step, model, opt)
+                    runs.save_checkpoint(out, step, model, opt)
                 continue
             prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
             if gen is not None:
@@ -384,36 +274,48 @@ def main(argv=None):
             R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
             correct = R > 0.5
 
-            # 2. Old-policy log-probs of prompt and completion in one no-grad pass: (N, L+T-1).
-            old_all, ent_all = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb, args.temperature)
+            # 2. Advantages: GRPO's from the rewards now; ARM's shift needs c(q) and c(o|q), which the first
+            #    update's forward gives below (detached), row by row. All-wrong groups (A = 0, never shifted)
+            #    add nothing to the loss when beta = 0: their rows get no forward and no backward (the
+            #    token-mean still divides by every completion token of the batch: the gradient is the same).
+            dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
+            A = arm.group_advantages(R, scale=args.scale_rewards == "group").to(dev)  # (P, G)
+            shifted = (arm.shifted_groups(correct, args.arm_groups) & (args.alpha != 0)).to(dev)  # (P,)
+            live = (correct.any(1).to(dev) | (args.beta > 0)).repeat_interleave(G).nonzero()[:, 0]  # scored rows
+            prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # (N, L-1) prompt tokens that have a predecessor
+            if args.prompt_conf == "question":  # only those inside the question's text
+                prompt_mask *= common.question_mask(tok, prompts, [r["question"] for r in good], L)[:, 1:].to(
+                    dev).repeat_interleave(G, 0)
+            c_q, c_o, adv = torch.ones(len(good), device=dev), torch.ones(N, device=dev), torch.zeros(N, device=dev)
+            old, ent = torch.zeros_like(mask), torch.zeros_like(mask)  # (N, T), from the first update's forward
             ref = None
             if args.beta:  # the reference policy: the same base with the adapter switched off
                 with model.disable_adapter():
                     ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
-            old, mask = old_all[:, L - 1:], ro.mask.float()  # (N, T) completion part
-            prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # prompt tokens that have a predecessor
 
-            # 3. Advantages: GRPO within each group, then the ARM shift by confidence (on the CPU, beside R).
-            c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G]).cpu()  # (P,)
-            c_o = arm.answer_confidence(old, mask, args.arm_low_frac).cpu()  # (N,)
-            A = arm.group_advantages(R, scale=args.scale_rewards == "group")  # (P, G)
-            A_t = arm.reweight(A, correct, c_o, c_q, args.alpha, args.arm_groups)  # (P, G)
-            adv = A_t.reshape(N).to(old.device)
-
-            # 4. Clipped policy-gradient update(s) on this batch, micro-batch by micro-batch.
+            # 3. Clipped policy-gradient update(s), micro-batch by micro-batch. The first update's forward is
+            #    pi_old itself (ratio 1: on-policy); later updates (--updates-per-batch) reuse its log-probs.
             n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
-            for _ in range(args.updates_per_batch):
+            for u in range(args.updates_per_batch):
                 opt.zero_grad(set_to_none=True)
                 loss = 0.0
-                for i in range(0, N, mb):
-                    s = slice(i, i + mb)
-                    logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1, args.temperature)
-                    loss_tok, clipped = policy_loss(logp, old[s], adv[s], args.clip_low, args.clip_high,
-                                                    ref[s] if ref is not None else None, args.beta)
-                    part = aggregate(loss_tok, mask[s], args.loss_agg, n_tokens, N)
+                for i in range(0, len(live), mb):
+                    rows = live[i:i + mb]  # whole groups in order: a group's first row, which scores c(q), comes first
+                    first = rows % G == 0
+                    logp, e, logp_q = common.token_logprobs(model, ro.seqs[rows], ro.attn[rows], L - 1,
+                                                            args.temperature, first)
+                    if u == 0:
+                        old[rows], ent[rows] = logp.detach(), e.detach()
+                        c_q[rows[first] // G] = arm.prompt_confidence(logp_q, prompt_mask[rows[first]])
+                        c_o[rows] = arm.answer_confidence(old[rows], mask[rows], args.arm_low_frac)
+                        adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G], c_o[rows],
+                                                      c_q[rows // G], args.alpha)
+                    loss_tok, clipped = policy_loss(logp, old[rows], adv[rows], args.clip_low, args.clip_high,
+                                                    ref[rows] if ref is not None else None, args.beta)
+                    part = aggregate(loss_tok, mask[rows], args.loss_agg, n_tokens, N)
                     part.backward()
                     loss += part.item()
-                    clip_sum += (clipped.float() * mask[s]).sum().item()
+                    clip_sum += (clipped.float() * mask[rows]).sum().item()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
                     raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
@@ -421,21 +323,22 @@ def main(argv=None):
                 opt.step()
             done = step  # the step whose update the weights now hold
 
-            # 5. Log: every mean over completion tokens divides by their count; distinct counts per group.
-            groups = correct.sum(1)
-            answers = [{task.extract(ro.texts[p * G + g]) for g in range(G) if correct[p, g]} for p in range(len(good))]
-            solved = [len(a) for a in answers if a]
-            statuses = [s for _, s in graded]
+            # 4. Log: every mean over completion tokens divides by their count; diversity is per solved group.
+            groups, statuses = correct.sum(1), [s for _, s in graded]
+            right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(good))]  # solved groups'
+            solved = [tasks.distinct_correct(task, texts) for texts in right if texts]
+            diverse = [d for texts in right if (d := tasks.reasoning_diversity(texts)) is not None]  # >= 2 correct
             m = dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(),
-                     entropy=((ent_all[:, L - 1:] * mask).sum() / n_tokens).item(),
+                     entropy=((ent * mask).sum() / mask[live].sum()).item(),  # scored rows; nan: all wrong
                      completion_len=mask.sum(1).mean().item(),
                      clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch),
                      kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0,
-                     arm_shift=(A_t - A).abs().mean().item(),
+                     **{f"arm_{k}": v for k, v in arm.shift_stats(A, adv.view(-1, G)).items()},  # arm.shift_stats
                      all_correct=(groups == G).float().mean().item(),
                      mixed=((groups > 0) & (groups < G)).float().mean().item(),
                      all_wrong=(groups == 0).float().mean().item(),
                      distinct_correct=sum(solved) / max(len(solved), 1),
+                     reasoning_diversity=sum(diverse) / len(diverse) if diverse else math.nan,
                      no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
                      timeouts=statuses.count("timeout"),
                      skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0)
@@ -448,6 +351,12 @@ def main(argv=None):
                                                   args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
+            if math.isfinite(m["arm_rel_shift"]) and quiet is not None:  # nan: no advantage to compare with
+                quiet = quiet + 1 if m["arm_rel_shift"] < 0.01 else 0  # steps in a row
+                if quiet == 20:
+                    quiet = None  # warned once per run
+                    bar.write(f"warning: ARM's shift has stayed below 1% of |A| for 20 steps: --alpha {args.alpha} "
+                              f"barely changes the advantages (README: choosing alpha)")
             with metrics_path.open("a") as f:
                 f.write(cli.to_json(m) + "\n")
             history.append(m)
@@ -461,18 +370,21 @@ def main(argv=None):
                       f"{m['all_wrong']:.2f} | distinct {m['distinct_correct']:.2f} | {m['seconds']:.2f}s/step | "
                       f"ETA {eta / 60:.1f}m")
             if args.sample_every and step % args.sample_every == 0:
-                bar.write(f"  sample: {good[0]['question'][:200]!r} -> {ro.texts[0][-300:]!r} (reward {R[0, 0]:.0f})")
+                q, a = good[0]["question"], ro.texts[0]  # cut at spaces: whole words
+                bar.write(f"  sample: {q if len(q) <= 200 else q[:200].rsplit(' ', 1)[0] + ' ...'!r} -> "
+                          f"{a if len(a) <= 300 else '... ' + a[-300:].split(' ', 1)[-1]!r} (reward {R[0, 0]:.0f})")
             bar.update(1)
             if step % args.save_every == 0 or step == args.steps:
-                save_checkpoint(out, step, model, opt)
+                runs.save_checkpoint(out, step, model, opt)
     except KeyboardInterrupt:
-        print(f"\nquit without saving; {last_saved()}")
+        bar.close()
+        print(f"quit without saving; {last_saved()}")
         sys.exit(130)
     finally:
         bar.close()  # also when an error stops the run
     last = history[-min(10, len(history)):]
     if last:
-        mean = lambda k: sum(m[k] for m in last) / len(last)
+        mean = lambda k: statistics.fmean([m[k] for m in last if m[k] is not None and math.isfinite(m[k])] or [math.nan])
         print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
               f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "
               f"(of {G} samples) | no answer {sum(m['no_answer'] for m in last)} | grading timeouts "

@@ -22,6 +22,7 @@ import cli
 import common
 import eval as ev
 import progrpo
+import runs
 import tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ def test_out_that_cannot_be_a_folder(tmp_path):
 
 def test_default_folders_are_unique_even_in_the_same_second(tmp_path):
     base = str(tmp_path / "runs" / "tiny-demo-20260101-000000")
-    folders = [progrpo.unique_folder(base) for _ in range(3)]
+    folders = [runs.unique_folder(base) for _ in range(3)]
     assert [f.name for f in folders] == ["tiny-demo-20260101-000000", "tiny-demo-20260101-000000-2",
                                          "tiny-demo-20260101-000000-3"]
 
@@ -215,7 +216,7 @@ def test_resume_with_the_same_values_and_more_steps(run_copy):
 
 
 def test_non_finite_loss_stops_before_the_update(tmp_path, monkeypatch):
-    monkeypatch.setattr(arm, "reweight", lambda adv, *a, **k: adv * math.nan)
+    monkeypatch.setattr(arm, "reweight_rows", lambda adv, *a, **k: adv * math.nan)
     out = tmp_path / "run"
     message = one_line_error(progrpo.main, "--steps", 3, "--out", out, "--sample-every", 0)
     assert "step 1: loss nan, gradient norm nan; the update was not applied and no checkpoint was written" in message
@@ -228,7 +229,7 @@ def test_a_checkpoint_never_holds_nan(tmp_path):
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(math.nan)
     with pytest.raises(SystemExit, match="holds NaN or inf; not saved"):
-        progrpo.save_checkpoint(tmp_path, 5, model, opt)
+        runs.save_checkpoint(tmp_path, 5, model, opt)
     assert list(tmp_path.iterdir()) == []
 
 

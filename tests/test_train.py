@@ -29,8 +29,9 @@ def metrics(run: Path) -> list:
     return [json.loads(line, parse_constant=strict) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def mean(rows, key):
-    return sum(m[key] for m in rows) / len(rows)
+def mean(rows, key):  # over the steps that measured it (entropy is null when every group was all wrong)
+    values = [m[key] for m in rows if m[key] is not None]
+    return sum(values) / len(values)
 
 
 def test_demo_two_steps_writes_metrics_config_and_a_loadable_adapter(tmp_path):
