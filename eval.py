@@ -9,8 +9,19 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   distinct_correct  distinct final answers (task.extract; code: programs with distinct normalised ASTs)
                     among the correct completions of a problem, mean over solved problems (at least one
                     correct), as progrpo.py logs it
+  reasoning_diversity  1 - mean pairwise Jaccard similarity of the word 3-gram sets of a problem's correct
+                    completions (tasks.reasoning_diversity), mean over problems with >= 2 correct
   conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
                     mean over problems: how differently confident the samples of one question are
+  c_q_p10/50/90     quantiles over problems of c(q), the chat template included (the trainer's default);
+                    c_q_question_p50: over the question's tokens only (progrpo.py --prompt-conf question)
+  c_o_p10/50/90     quantiles over all completions of c(o|q), at the sampling temperature
+  conf_spread       sample std of c(o|q) over a problem's n completions (divides by n - 1), mean over
+                    problems: the spread of ARM's shift within a group, per unit of alpha
+  conf_offset       c(q) - the mean c(o|q) of a problem's completions, mean over problems: ARM's mean shift
+                    in a group, per unit of alpha (the same for every completion of the group)
+  alpha_suggested   --arm-share / conf_spread: the alpha whose shift spreads --arm-share (default 0.1) as
+                    widely as GRPO's advantages do within a group (their std is 1 by construction)
   no_answer         share of all completions with no extractable final answer or code block (e.g. cut off)
 Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
 
@@ -28,6 +39,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -43,17 +55,22 @@ class Args:
     model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
     adapter: str = ""  # a LoRA adapter folder, or a progrpo.py run folder (its last ckpt-* is used)
     benchmarks: str = ""  # comma-separated: demo or names in tasks.BENCHMARKS (default: demo for tiny, else math500)
+    data: str = ""  # a local JSON Lines file of problems instead of benchmarks (as progrpo.py --data)
+    question_field: str = "question"  # --data: the field holding the problem
+    answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
+    instruction: Optional[str] = None  # appended to every problem ("" for none; default: the task's own)
     data_dir: str = ""  # read benchmarks from a folder laid out like ../shared/data, not the hub
     limit: int = 0  # evaluate the first N problems of each benchmark (0: all)
     n: int = 32  # completions sampled per problem
     k: str = ""  # comma-separated k for Pass@k, each in 1..n (default: 1, 2, 4, ... up to n, and n)
-    max_new_tokens: int = 0  # completion budget (0: 2 for demo, as in training; 3072 otherwise)
+    max_new_tokens: int = 0  # completion budget (0: progrpo.py's default: 2 for demo, 1024 otherwise)
     temperature: float = 1.0  # sampling temperature (0: greedy); entropies and log-probs use the same one
     top_p: float = 1.0  # nucleus sampling
     batch_prompts: int = 8  # prompts per generate call (each gives n rows)
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
     fast_generation: bool = True  # sample from a LoRA-merged plain copy, as in training (if it fits)
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
+    arm_share: float = 0.1  # alpha_suggested makes ARM's spread within a group this share of GRPO's (README)
     seed: int = 0  # set before each benchmark, so its samples do not depend on the others
     out: str = ""  # result JSON (default eval-<model>-<time>.json), rewritten after each benchmark
     compare: list[str] = field(default_factory=list)  # result JSONs to print side by side and plot; no model
@@ -123,11 +140,12 @@ def resolve_adapter(path: str, model: str) -> str:
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0, batch_prompts=8,
-             low_frac=0.2, progress=True, gen=None) -> dict:
+             low_frac=0.2, progress=True, gen=None, arm_share=0.1) -> dict:
     """Sample n completions for each problem of `task` with the (peft) model, or from `gen`, its synced
     generation copy (common.generation_copy), when given; grade them, measure.
     Returns {"task", "n", "ks", "seconds", "summary": flat {metric: number}, ready to log,
-    "problems": [{question, gold, n, c, answers, confidences, lengths, statuses, completions}]}."""
+    "problems": [{question, gold, n, c, answers, confidences, prompt_conf, prompt_conf_question, lengths,
+    statuses, completions}]}."""
     for k in ks:  # a bad k fails before any sampling
         pass_at_k(n, 0, k)
     t0 = time.time()
@@ -141,9 +159,15 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         ro = common.sample(gen or model, tok, prompts, n, max_new_tokens, temperature, top_p,
                            static_cache=gen is not None and model.device.type == "cuda")
         mask = ro.mask.float()  # (N, T), N = len(batch) * n
-        # Completion log-probs and entropies (N, T), as the trainer computes them; one problem's n rows
-        # per forward pass, so that memory does not grow with batch_prompts.
-        logp, ent = common.token_logprobs_batched(model, ro.seqs, ro.attn, ro.prompt_len - 1, n, logp_temp)
+        # Log-probs and entropies (N, L-1+T), prompt and completion, as the trainer computes them; one
+        # problem's n rows per forward pass, so that memory does not grow with batch_prompts.
+        L = ro.prompt_len
+        logp, ent = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, n, logp_temp)
+        prompt_mask = (ro.attn[:, 1:L] * ro.attn[:, :L - 1])[::n]  # (B, L-1): one row per problem
+        question = prompt_mask * common.question_mask(tok, prompts, [r["question"] for r in batch], L)[:, 1:].to(
+            prompt_mask.device)
+        c_q = [arm.prompt_confidence(logp[::n, :L - 1], m).tolist() for m in (prompt_mask, question)]  # 2 x (B,)
+        logp, ent = logp[:, L - 1:], ent[:, L - 1:]  # (N, T) completion part
         conf = arm.answer_confidence(logp, mask, low_frac)  # (N,)
         ent_sum += (ent * mask).sum().item()
         prob_sum += (logp.exp() * mask).sum().item()
@@ -154,7 +178,8 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
             statuses = [status for _, status in graded[s]]
             problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count("correct"),
                                  answers=[task.extract(text) for text in ro.texts[s]],
-                                 confidences=conf[s].tolist(), lengths=mask[s].sum(1).long().tolist(),
+                                 confidences=conf[s].tolist(), prompt_conf=c_q[0][p], prompt_conf_question=c_q[1][p],
+                                 lengths=mask[s].sum(1).long().tolist(),
                                  statuses=statuses, completions=ro.texts[s]))
         bar.update(len(batch))
     bar.close()
@@ -162,13 +187,26 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     P = max(len(problems), 1)  # no problem left: every metric is 0
     summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
     solved = [pr for pr in problems if pr["c"]]
-    distinct = [len({a for a, st in zip(pr["answers"], pr["statuses"]) if st == "correct"}) for pr in solved]
+    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == "correct"] for pr in solved]
+    diverse = [d for texts in right if (d := tasks.reasoning_diversity(texts)) is not None]  # >= 2 correct
+    # ARM's scale: c(q) per problem, c(o|q) per completion (quantiles); the spread of c(o|q) within a problem
+    # (sample std) is the spread of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
+    deciles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    q = lambda x: torch.tensor(x or [math.nan], dtype=torch.float64).quantile(deciles).tolist()  # p10, p50, p90
+    cq, cq_question = q([pr["prompt_conf"] for pr in problems]), q([pr["prompt_conf_question"] for pr in problems])
+    co = q([c for pr in problems for c in pr["confidences"]])
+    spread = sum(statistics.stdev(pr["confidences"]) if n > 1 else 0.0 for pr in problems) / P
+    offset = sum(pr["prompt_conf"] - statistics.fmean(pr["confidences"]) for pr in problems) / P
     summary.update(  # divisors: P * n completions, n_tokens completion tokens, solved problems, P problems
         length=sum(sum(pr["lengths"]) for pr in problems) / (P * n),
         entropy=ent_sum / max(n_tokens, 1.0),
         token_prob=prob_sum / max(n_tokens, 1.0),
-        distinct_correct=sum(distinct) / max(len(solved), 1),
+        distinct_correct=sum(tasks.distinct_correct(task, texts) for texts in right) / max(len(solved), 1),
+        reasoning_diversity=sum(diverse) / len(diverse) if diverse else math.nan,
         conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
+        c_q_p10=cq[0], c_q_p50=cq[1], c_q_p90=cq[2], c_q_question_p50=cq_question[1],
+        c_o_p10=co[0], c_o_p50=co[1], c_o_p90=co[2], conf_spread=spread, conf_offset=offset,
+        alpha_suggested=arm_share / spread if spread > 0 else math.nan,
         no_answer=sum(pr["statuses"].count("no_answer") + pr["statuses"].count("no_code") for pr in problems) / (P * n),
         problems=len(problems), solved=len(solved), skipped_gold=len(task.rows) - len(rows))
     return dict(task=task.name, n=n, ks=ks, seconds=time.time() - t0, summary=summary, problems=problems)
@@ -176,7 +214,12 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
 
 # ---------------------------------------------------------------------------------------------
 LABELS = {"length": "mean length (tokens)", "entropy": "mean token entropy", "token_prob": "mean token probability",
-          "distinct_correct": "distinct correct answers / solved problem", "conf_var": "answer-confidence variance",
+          "distinct_correct": "distinct correct answers / solved problem",
+          "reasoning_diversity": "reasoning diversity (1 - 3-gram Jaccard)", "conf_var": "answer-confidence variance",
+          "c_q_p10": "c(q) p10", "c_q_p50": "c(q) median", "c_q_p90": "c(q) p90",
+          "c_q_question_p50": "c(q) median, question only", "c_o_p10": "c(o|q) p10", "c_o_p50": "c(o|q) median",
+          "c_o_p90": "c(o|q) p90", "conf_spread": "c(o|q) std within a problem",
+          "conf_offset": "c(q) - mean c(o|q)", "alpha_suggested": "alpha suggested",
           "no_answer": "no-answer share", "problems": "problems", "solved": "solved (>= 1 correct)",
           "skipped_gold": "skipped (gold unparseable)"}
 
@@ -185,7 +228,7 @@ def table(title: str, summaries: dict) -> str:
     """Markdown table of {run label: summary}: one row per metric, one column per run ('-': not measured)."""
     passes = sorted({m for s in summaries.values() for m in s if m.startswith("pass@")}, key=lambda m: int(m[5:]))
     rows = [(m.replace("pass", "Pass"), m) for m in passes] + [(label, m) for m, label in LABELS.items()]
-    fmt = lambda v: "-" if v is None else str(v) if isinstance(v, int) else f"{v:.4g}"
+    fmt = lambda v: "-" if v is None or v != v else str(v) if isinstance(v, int) else f"{v:.4g}"  # nan: not measured
     lines = [f"\n### {title}", "| metric | " + " | ".join(summaries) + " |", "|---" * (len(summaries) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(fmt(s.get(m)) for s in summaries.values()) + " |" for label, m in rows]
     return "\n".join(lines)
@@ -276,7 +319,7 @@ def main(argv=None):
     args = cli.parse_args(Args, argv)[0]
     cli.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
                                    top_p="in (0, 1]", batch_prompts="int >= 1", arm_low_frac="in (0, 1]",
-                                   seed="int >= 0"))
+                                   arm_share="> 0", seed="int >= 0"))
     if args.compare:
         cli.check_writable(args.plot, "--plot")
         return compare(args.compare, args.plot)
@@ -293,8 +336,11 @@ def main(argv=None):
     if out.is_dir():
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
     cli.check_writable(out, "--out")
-    todo = [load_task(b, args.data_dir, args.limit) for b in names]
-    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 3072) for t in todo}
+    todo = ([tasks.file_task(args.data, args.question_field, args.answer_field, args.limit)] if args.data
+            else [load_task(b, args.data_dir, args.limit) for b in names])
+    for t in todo:
+        t.instruction = t.instruction if args.instruction is None else args.instruction
+    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else common.MAX_NEW_TOKENS) for t in todo}
     device = common.pick_device()
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
     for t in todo:
@@ -306,7 +352,7 @@ def main(argv=None):
     for task in todo:
         torch.manual_seed(args.seed)
         res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,
-                       args.batch_prompts, args.arm_low_frac, gen=gen)
+                       args.batch_prompts, args.arm_low_frac, gen=gen, arm_share=args.arm_share)
         result["benchmarks"][task.name] = res
         cli.write_atomic(out, cli.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
         print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))

@@ -49,6 +49,7 @@ class Task:
     extract: Callable[[str], object]  # completion -> normalised final answer (code: program) or None
     gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
     instruction: str = INSTRUCTION
+    single_answer: bool = False  # every correct answer is equivalent to the one gold (math): see distinct_correct
 
 
 # The offline demo task (common.tiny_model is its model): several correct answers per prompt.
@@ -163,6 +164,21 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
     return code_rows(source, rows, limit) if name in CODE_SETS else read_rows(source, rows, qf, af, limit)
 
 
+def file_task(path: str, question_field: str = "question", answer_field: str = "answer", limit: int = 0) -> Task:
+    """Math problems from a local JSON Lines file (progrpo.py and eval.py --data), named after the file."""
+    return math_task(Path(path).stem, read_rows(path, read_jsonl(path), (question_field,), (answer_field,), limit))
+
+
+def from_flags(name: str, data: str = "", question_field: str = "question", answer_field: str = "answer",
+               data_dir: str = "", instruction: str | None = None) -> Task:
+    """The training task of progrpo.py's (and progrpo_trl.py's) flags: --data's file, the demo, or a named
+    set of TASKS; --instruction, when given, replaces the task's own ("" for none)."""
+    task = (file_task(data, question_field, answer_field) if data else demo_task() if name == "demo"
+            else load_task(name, TASKS, data_dir))
+    task.instruction = task.instruction if instruction is None else instruction
+    return task
+
+
 def load_task(name: str, table: dict, data_dir: str = "", limit: int = 0) -> Task:
     rows = load_problems(name, table, data_dir, limit)
     return code_task(name, rows) if name in CODE_SETS else math_task(name, rows)
@@ -171,7 +187,7 @@ def load_task(name: str, table: dict, data_dir: str = "", limit: int = 0) -> Tas
 def math_task(name: str, rows: list) -> Task:
     gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")  # once per gold: it may cost a timeout
     grade = lambda completions, golds: [rewards.grade(c, g) for c, g in zip(completions, golds)]
-    return Task(name, rows, grade, rewards.extract_answer, gold_ok)
+    return Task(name, rows, grade, rewards.extract_answer, gold_ok, single_answer=True)
 
 
 def code_task(name: str, rows: list) -> Task:
@@ -185,3 +201,23 @@ def code_task(name: str, rows: list) -> Task:
         code = rewards.extract_code(completion)
         return code and rewards.normalise_code(code)
     return Task(name, rows, grade, program, lambda gold: True, CODE_INSTRUCTION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity among the correct completions of one problem (progrpo.py logs both per step, eval.py per benchmark).
+def distinct_correct(task: Task, texts: list) -> int:
+    """Distinct correct answers among `texts`, the correct completions of one problem, as equivalence
+    classes: a math answer is correct only when math-verify finds it equal to the gold, so all of them
+    are one class (1 when solved); demo pairs and code programs (normalised ASTs) count one by one."""
+    return min(len(texts), 1) if task.single_answer else len({task.extract(t) for t in texts})
+
+
+def reasoning_diversity(texts: list, n: int = 3) -> float | None:
+    """1 - the mean pairwise Jaccard similarity of the completions' word n-gram sets (word = a
+    whitespace-separated token): 0 when every correct completion says the same, 1 when no two share an
+    n-gram. None with fewer than two completions. A text shorter than n words is one n-gram: itself."""
+    if len(texts) < 2:
+        return None
+    grams = [{tuple(w[i:i + n]) for i in range(max(len(w) - n + 1, 1))} for w in (t.split() for t in texts)]
+    pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:]]
+    return 1 - sum(len(a & b) / max(len(a | b), 1) for a, b in pairs) / len(pairs)
