@@ -1,13 +1,12 @@
 """Verifiable rewards: is a completion's final answer equivalent to the reference answer?
 
 What counts as correct
-    The final answer is the content of the completion's LAST OUTERMOST ``\\boxed{}`` / ``\\fbox{}`` /
-    ``\\framebox{}`` (``\\boxed 5`` accepted; a ``\\textbf{}`` / ``\\mathbf{}`` around it and a final full
-    stop dropped), else the text after its last ``####`` (GSM8K), else none; an empty or cut-off last
-    box (``... \\boxed{12``) is no answer, never a fall-back to an earlier draft. Thousands separators
-    go only when the whole answer is one number (``(3,100)`` stays a tuple). A gold given as a full
-    solution is extracted the same way; ``$..$`` is stripped. math-verify parses both, the box content
-    as ONE LaTeX expression, and ``verify(gold, pred)`` compares them, gold FIRST (it simplifies
+    The final answer is the content of the completion's LAST OUTERMOST ``\\boxed{}`` / ``\\fbox{}`` / ``\\framebox{}``
+    (``\\boxed 5`` accepted; a ``\\textbf{}`` / ``\\mathbf{}`` around it and a final full stop dropped), else the text
+    after its last ``####`` (GSM8K), else none; an empty or cut-off last box (``... \\boxed{12``) is no answer, never a
+    fall-back to an earlier draft. Thousands separators go only when the whole answer is one number (``(3,100)`` stays a
+    tuple). A gold given as a full solution is extracted the same way; ``$..$`` is stripped. math-verify parses both,
+    the box content as ONE LaTeX expression, and ``verify(gold, pred)`` compares them, gold FIRST (it simplifies
     assignments such as ``x=3`` on the gold side). Reward 1.0 needs an equivalent pair and no refusal:
 
 What the grader refuses, and why (each a reward hack that math-verify's leniency let through)
@@ -41,7 +40,11 @@ Accounting (``grade`` returns ``(reward, status)``; nothing here raises on bad i
     under the timeout, so a gold that would time out on every completion (``9^{9^{9}}``) is refused.
     Timeouts: math-verify arms SIGALRM (whole seconds, main thread only), so ``timeout`` is rounded up
     to an int >= 1 per parse and comparison, and another thread gets RuntimeError, not an unbounded grade.
+
+Code tasks: ``code_program`` builds the program that sandbox.py runs from the completion's code block.
 """
+import ast
+import contextlib
 import math
 import re
 import threading
@@ -51,7 +54,9 @@ from math_verify import utils as mv_utils
 from math_verify.errors import TimeoutException
 from sympy import Number, nan, zoo
 
+_FENCE = re.compile(r"^[ \t]*```[ \t]*(\S*).*$", re.M)  # a fence line; group 1: its language, if any
 _BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
+_BRACE = re.compile(r"\\.|[{}]", re.S)  # an escaped char or a brace
 _BOLD = re.compile(r"\\(?:textbf|mathbf)\{(.*)\}")  # \boxed{\textbf{(073)}}: the AIME solutions' style
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # a single number with separators
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0),)  # the box we wrap an answer in, as LaTeX
@@ -80,23 +85,13 @@ _WORD = re.compile(r"[A-Za-z]{2,}")  # rule 6
 def _box_content(text: str, start: int) -> tuple[str | None, int]:
     """Argument of the box command ending at ``start`` (a braced group or one bare token) and
     where it ends; None when it is missing or unterminated (then it runs to the end of ``text``)."""
-    i = start
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if i < len(text) and text[i] == "{":
-        depth, j = 0, i
-        while j < len(text):
-            c = text[j]
-            if c == "\\":
-                j += 2  # skip escaped char: \{ \} \\ do not count as braces
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j], j + 1
-            j += 1
+    i = len(text) - len(text[start:].lstrip(" \t"))
+    if text[i : i + 1] == "{":
+        depth = 0
+        for m in _BRACE.finditer(text, i):  # an escaped char (\{ \} \\) is one token, not a brace
+            depth += {"{": 1, "}": -1}.get(m.group(), 0)
+            if depth == 0:
+                return text[i + 1 : m.start()], m.end()
         return None, len(text)  # unterminated
     if i == start:
         return None, start  # "\boxed" glued to something that is neither a space nor a brace
@@ -108,22 +103,17 @@ def extract_answer(text: str) -> str | None:
     """The final answer in ``text`` (last outermost box, else GSM8K ``####``), or None; see module doc."""
     if not isinstance(text, str):
         return None
-    boxes = list(_BOX.finditer(text))
-    if boxes:
-        ans, end = None, 0
-        for m in boxes:
-            if m.start() >= end:  # a box that starts inside the previous box is nested in it
-                ans, end = _box_content(text, m.end())
-        if ans and _BOX.search(ans):
-            return None  # rule 1: a box inside the final box
-    elif "####" in text:
-        ans = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]
-    else:
-        return None
+    ans, end = None, 0
+    for m in _BOX.finditer(text):
+        if m.start() >= end:  # a box that starts inside the previous box is nested in it
+            ans, end = _box_content(text, m.end())
+    if not end:  # no box
+        ans = text.rsplit("####", 1)[1].strip().split("\n", 1)[0] if "####" in text else None
+    elif ans and _BOX.search(ans):
+        return None  # rule 1: a box inside the final box
     if ans and (bold := _BOLD.fullmatch(ans.strip())):
         ans = bold.group(1)
-    ans = _strip_separators(ans.strip().rstrip(".").strip()) if ans else None  # "\boxed{104.}": a full stop
-    return ans or None
+    return (ans and _strip_separators(ans.strip().rstrip(".").strip())) or None  # "\boxed{104.}": a full stop
 
 
 def _strip_separators(ans: str) -> str:
@@ -139,14 +129,9 @@ def _clean_gold(gold) -> str | None:
         return None  # bool, None, dict, list, nan, inf (also as str(float), as a caller may pass it)
     if _BOX.search(gold) or "####" in gold:
         return extract_answer(gold)
-    gold = gold.strip()
-    if len(gold) >= 2 and gold[0] == gold[-1] == "$":
+    if len(gold := gold.strip()) >= 2 and gold[0] == gold[-1] == "$":
         gold = gold.strip("$").strip()
     return _strip_separators(gold) or None
-
-
-def _is_unit(text: str) -> bool:
-    return bool(_UNIT.fullmatch(text)) and not _HEDGE.search(text)
 
 
 def _without_unit(ans: str) -> str | None:
@@ -156,14 +141,15 @@ def _without_unit(ans: str) -> str | None:
     if not texts:  # bare trailing words ("5 cm", "18 apples"), found in the reversed string (linear time)
         tail = re.match(r"[A-Za-z .]*", ans[::-1]).group()[::-1]
         head = ans[: len(ans) - len(tail)]
-        return head if head.strip() and not head.endswith("\\") and _is_unit(tail) else ans  # not 2\pi
+        unit = _UNIT.fullmatch(tail) and not _HEDGE.search(tail)
+        return head if head.strip() and not head.endswith("\\") and unit else ans  # not 2\pi
     content, end = _box_content(ans, texts[-1].end())
     if len(texts) > 1 or content is None or not _UNIT_POWER.fullmatch(ans[end:].strip()):
         return None
     head = ans[: texts[-1].start()]  # unstripped: "7 \ \text{cm}" keeps its "\ "
     if not head.strip():
         return content.strip()  # the whole answer is text: \text{Evelyn}
-    return head if _is_unit(content) else None
+    return head if _UNIT.fullmatch(content) and not _HEDGE.search(content) else None
 
 
 def _plain_number(ans: str | None) -> bool:
@@ -184,20 +170,16 @@ def _refuse(pred: str, gold: str) -> str | None:
     n_gold, m = len(_RELATION.findall(gold)), _ASSIGN.match(pred)
     if len(_RELATION.findall(pred)) > n_gold and m and len(_RELATION.findall(m.group())) == 1:
         pred = pred[m.end() :]  # "x = 5" against "5": the assignment is not a second answer
-    if len(_RELATION.findall(pred)) > n_gold:
-        return None
     core = _without_unit(pred)
-    if core is None or (_plain_number(_without_unit(gold)) and not _plain_number(core)):
-        return None
-    return pred
+    refused = core is None or (_plain_number(_without_unit(gold)) and not _plain_number(core))
+    return None if refused or len(_RELATION.findall(pred)) > n_gold else pred
 
 
 def _parse(ans: str, timeout: int) -> list:
     """math-verify parse of one answer string; raises TimeoutException, [] on any other error.
     ``first_match``: if the whole box does not parse, do not try a number found inside it (rule 2)."""
-    if _WORD.fullmatch(ans):
-        ans = "\\text{" + ans + "}"  # rule 6
-    ans = ans.replace("~", " ")  # a LaTeX non-breaking space, which latex2sympy fails on after \frac{3}{4}
+    # rule 6; "~" is a LaTeX non-breaking space, which latex2sympy fails on after \frac{3}{4}
+    ans = ("\\text{" + ans + "}" if _WORD.fullmatch(ans) else ans).replace("~", " ")
     try:
         return parse("\\boxed{" + ans + "}", extraction_config=_CONFIG, extraction_mode="first_match",
                      parsing_timeout=timeout, raise_on_error=True)
@@ -207,34 +189,28 @@ def _parse(ans: str, timeout: int) -> list:
 
 def _gold_objects(gold, secs: int) -> tuple[str | None, list]:
     """The cleaned gold and its parsed math objects ([] when it is a bad gold); raises TimeoutException."""
-    gold_ans = _clean_gold(gold)
-    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)] if gold_ans else []
+    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)] if (gold_ans := _clean_gold(gold)) else []
     # [] also when only math-verify's raw-string fallback came back, or for 1/0, 0/0 (equal to nothing)
     return gold_ans, ([] if any(g.has(nan, zoo) for g in objs) else objs)
 
 
-def _main_thread_only():
+def _alarm_seconds(timeout: float) -> int:
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("rewards uses SIGALRM timeouts (math-verify): call it from the main thread")
+    return max(1, math.ceil(timeout))
 
 
 def grade(completion: str, gold, timeout: float = 5) -> tuple[float, str]:
     """(reward, status) for ``completion`` against the reference answer ``gold``; see module doc."""
-    _main_thread_only()
-    secs = max(1, math.ceil(timeout))
+    secs = _alarm_seconds(timeout)
     try:
         gold_ans, gold_parsed = _gold_objects(gold, secs)
-    except TimeoutException:
-        return 0.0, "timeout"
-    if not gold_parsed:
-        return 0.0, "bad_gold"
-    pred_ans = extract_answer(completion)
-    if pred_ans is None:
-        return 0.0, "no_answer"
-    pred_ans = _refuse(pred_ans, gold_ans)
-    if pred_ans is None:
-        return 0.0, "wrong"
-    try:
+        if not gold_parsed:
+            return 0.0, "bad_gold"
+        if (pred_ans := extract_answer(completion)) is None:
+            return 0.0, "no_answer"
+        if (pred_ans := _refuse(pred_ans, gold_ans)) is None:
+            return 0.0, "wrong"
         pred_parsed = _parse(pred_ans, secs)
     except TimeoutException:
         return 0.0, "timeout"
@@ -256,20 +232,15 @@ def grade(completion: str, gold, timeout: float = 5) -> tuple[float, str]:
 def gold_status(gold, timeout: float = 5) -> str:
     """"ok" or "bad_gold": everything about a gold answer, decided once per problem (see module doc).
     Each step runs under ``timeout``; a gold that times out would cost that on every completion."""
-    _main_thread_only()
-    secs = max(1, math.ceil(timeout))
+    secs = _alarm_seconds(timeout)
     try:
         _, objs = _gold_objects(gold, secs)
-        for g in objs:
-            def evaluate():  # the gold evaluated, and a wrong answer of its shape (each number plus one)
-                return g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})
-            value, nearby = mv_utils.timeout(secs)(evaluate)()
+        for g in objs:  # the gold evaluated, and a wrong answer of its shape (each number plus one)
+            value, nearby = mv_utils.timeout(secs)(lambda: (g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})))()
             if value.has(nan, zoo) or not verify(g, g, timeout_seconds=secs, raise_on_error=True):
                 return "bad_gold"  # \infty - \infty: undefined once evaluated
-            try:
-                verify(g, nearby, timeout_seconds=secs, raise_on_error=True)  # only its cost matters
-            except Exception:
-                pass  # an error counts as "not equal" in grade, which is fine
+            with contextlib.suppress(Exception):  # only its cost matters: an error is "not equal" in grade, as here
+                verify(g, nearby, timeout_seconds=secs, raise_on_error=True)
     except (TimeoutException, Exception):  # TimeoutException is a BaseException
         return "bad_gold"  # it would time out on every completion, or it is no value at all
     return "ok" if objs else "bad_gold"
@@ -284,9 +255,7 @@ def math_reward(completion: str, gold) -> float | None:
 def extract_pair(text: str) -> str | None:
     """Demo task: the first two whitespace-separated tokens if both are single digits, as 'a b'."""
     toks = text.split()[:2] if isinstance(text, str) else []
-    if len(toks) == 2 and all(len(t) == 1 and t in "0123456789" for t in toks):
-        return " ".join(toks)
-    return None
+    return " ".join(toks) if len(toks) == 2 and all(len(t) == 1 and t in "0123456789" for t in toks) else None
 
 
 def pair_reward(completion: str, target) -> float:
@@ -296,3 +265,36 @@ def pair_reward(completion: str, target) -> float:
         return float(pair is not None and sum(map(int, pair.split())) == int(target))
     except (TypeError, ValueError, OverflowError):
         return 0.0
+
+
+def extract_code(text: str) -> str | None:
+    """The program in a completion: its LAST closed block fenced by ```python, ```py, ```python3 (any case) or a
+    bare ``` (fences start a line; other languages are skipped). None ("no_code") when there is none, or when the
+    completion ends inside an open block (cut off, as a cut-off box is no answer): no fall-back to an earlier one."""
+    code, lang, start = None, None, 0
+    for m in _FENCE.finditer(text):
+        if lang is None:
+            lang, start = m.group(1).lower(), m.end() + 1
+        elif not m.group(1):  # only a bare fence closes a block: "```python" inside one is its content
+            code, lang = text[start : m.start()] if lang in ("", "py", "python", "python3") else code, None
+    return None if lang is not None else code
+
+
+def code_program(completion: str, prefix: str, suffix: str) -> str | None:
+    """``prefix``, the completion's code and ``suffix``, one after another on their own lines; None: no code."""
+    return None if (code := extract_code(completion)) is None else f"{prefix}\n{code}\n{suffix}"
+
+
+def normalise_code(code: str) -> str | None:
+    """A canonical form for counting distinct programs: the AST dump (no comments, no layout) minus bare strings
+    (docstrings); None if it does not parse. Names stay: a rename is another program (merging needs scopes)."""
+    try:
+        tree = ast.parse(code)
+        for node in ast.walk(tree):
+            for field, value in ast.iter_fields(node):
+                if isinstance(value, list):  # statement lists; a bare string is only ever a statement
+                    setattr(node, field, [s for s in value if not (isinstance(s, ast.Expr)
+                                          and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))])
+        return ast.dump(tree)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a null byte; the others: too deep
+        return None
