@@ -6,22 +6,18 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   length            completion tokens (EOS included), mean over all problems x n completions
   entropy           next-token entropy at the sampling temperature, mean over all completion tokens
   token_prob        pi(o_t | q, o_<t), mean over all completion tokens
-  distinct_correct  distinct final answers (task.extract; code: programs with distinct normalised ASTs)
-                    among the correct completions of a problem, mean over solved problems (at least one
-                    correct), as progrpo.py logs it
+  distinct_correct  distinct correct answers of a problem as equivalence classes (tasks.distinct_correct:
+                    1 on math, where every correct answer equals the gold; code: normalised programs),
+                    mean over solved problems (at least one correct), as progrpo.py logs it
   reasoning_diversity  1 - mean pairwise Jaccard similarity of the word 3-gram sets of a problem's correct
                     completions (tasks.reasoning_diversity), mean over problems with >= 2 correct
   conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
                     mean over problems: how differently confident the samples of one question are
-  c_q_p10/50/90     quantiles over problems of c(q), the chat template included (the trainer's default);
-                    c_q_question_p50: over the question's tokens only (progrpo.py --prompt-conf question)
-  c_o_p10/50/90     quantiles over all completions of c(o|q), at the sampling temperature
-  conf_spread       sample std of c(o|q) over a problem's n completions (divides by n - 1), mean over
-                    problems: the spread of ARM's shift within a group, per unit of alpha
-  conf_offset       c(q) - the mean c(o|q) of a problem's completions, mean over problems: ARM's mean shift
-                    in a group, per unit of alpha (the same for every completion of the group)
-  alpha_suggested   --arm-share / conf_spread: the alpha whose shift spreads --arm-share (default 0.1) as
-                    widely as GRPO's advantages do within a group (their std is 1 by construction)
+  c_q_p10/50/90     c(q) quantiles over problems, template included (c_q_question_p50: the question only)
+  c_o_p10/50/90     c(o|q) quantiles over all completions, at the sampling temperature
+  conf_spread       sample std of c(o|q) within a problem (/ (n-1)), mean over problems: ARM's spread per alpha
+  conf_offset       c(q) - a problem's mean c(o|q), mean over problems: ARM's shift shared by a group, per alpha
+  alpha_suggested   --arm-share / conf_spread: ARM's spread is then --arm-share of GRPO's (std 1); README
   no_answer         share of all completions with no extractable final answer or code block (e.g. cut off)
 Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
 
@@ -348,7 +344,7 @@ def main(argv=None):
     gen = common.generation_copy(model) if args.fast_generation else None
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
     print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
-          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems" for t in todo))
+          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems ({t.grader})" for t in todo))
     for task in todo:
         torch.manual_seed(args.seed)
         res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,

@@ -220,7 +220,8 @@ def main(argv=None):
     cli.write_atomic(out / "config.json", cli.to_json(asdict(args), indent=1))
     cli.write_atomic(metrics_path, "".join(cli.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
-    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems | out {out} | sampling from "
+    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems, graded by {task.grader} | "
+          f"out {out} | sampling from "
           + ("a merged copy" if gen is not None else "the peft model")
           + (f" | resuming at step {start}" if start else ""))
     if args.wandb:

@@ -13,6 +13,7 @@ from typing import Callable
 import datasets
 
 import rewards
+import sandbox
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = "Write the complete Python solution in one ```python code block."
@@ -50,6 +51,7 @@ class Task:
     gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
     instruction: str = INSTRUCTION
     single_answer: bool = False  # every correct answer is equivalent to the one gold (math): see distinct_correct
+    grader: str = "math-verify (rewards.grade)"  # what grades, as the run header says it
 
 
 # The offline demo task (common.tiny_model is its model): several correct answers per prompt.
@@ -60,7 +62,7 @@ def demo_task() -> Task:
     rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
     grade = lambda completions, targets: [(r := rewards.pair_reward(c, t), "correct" if r else "wrong")
                                           for c, t in zip(completions, targets)]
-    return Task("demo", rows, grade, rewards.extract_pair, lambda target: True, instruction="")
+    return Task("demo", rows, grade, rewards.extract_pair, lambda target: True, instruction="", grader="pair sums")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,14 +195,14 @@ def math_task(name: str, rows: list) -> Task:
 def code_task(name: str, rows: list) -> Task:
     """Each program runs in sandbox.run's separate, limited process; a step's programs run in parallel."""
     def grade(completions, golds):
-        import sandbox  # TEMPORARY until sandbox.py lands (a helper writes it)
         programs = [rewards.code_program(c, g["prefix"], g["suffix"]) for c, g in zip(completions, golds)]
         return [(float(s == "correct"), s) for s in sandbox.run_many(programs, CODE_TIMEOUT)]
 
     def program(completion):  # distinct correct programs: compared as normalised ASTs (rewards.normalise_code)
         code = rewards.extract_code(completion)
         return code and rewards.normalise_code(code)
-    return Task(name, rows, grade, program, lambda gold: True, CODE_INSTRUCTION)
+    grader = f"sandbox.py, {sandbox.isolation()}"  # runs an empty program: a sandbox that cannot run fails here
+    return Task(name, rows, grade, program, lambda gold: True, CODE_INSTRUCTION, grader=grader)
 
 
 # ---------------------------------------------------------------------------------------------
