@@ -3,6 +3,8 @@
     python bench.py kernel [--n 16384 --vocab 151936 --hidden 1536,3584 --json bench_kernel.json]
     python bench.py e2e [--sizes 1.5B,7B --quant bf16,nf4 --json bench_e2e.json]
     python bench.py cpu --model FOLDER [--new-tokens 64 --reps 3 --json bench_cpu.json]
+    python bench.py step --model FOLDER [--prompts 4 --step-tokens 128 --json bench_step.json]
+    python bench.py sandbox [--data-dir ../shared/data --n 200]
     python bench.py check --out DIR [--device cpu]
 
 `kernel`: per-token log-prob + entropy from hidden states, fwd+bwd, bf16, against the two lm_head
@@ -13,14 +15,18 @@ interpreter to check the code paths; its timings mean nothing.
 `e2e`: Qwen2.5-1.5B- and 7B-shaped models with random weights (the published configs, no
 download), bf16 and NF4 bases with a LoRA adapter: rollout tokens/s at 64 and 256 sequences through
 the plain peft model (naive) and the merged generation copy with a static, compiled KV cache (fast),
-then full RL steps (G = 8, 8 prompts, 512 new tokens) split into rollout / scoring / old log-probs /
-update, with peak GPU memory. `--sizes tiny --device cpu` checks the code paths.
+then full RL steps (G = 8, 8 prompts, 512 new tokens) split into rollout / scoring / update, the update
+done both ways on the same batch: before (a no-grad old-policy pass, then forward + backward) and after
+(progrpo.py's one forward), with peak GPU memory. `--sizes tiny --device cpu` checks the code paths.
+
+`step`: the same step split on a real model (SmolLM2-135M-Instruct on CPU, say), GSM8K prompts in its
+chat template, also with the share of rows in all-wrong groups, which progrpo.py does not forward.
 
 `cpu`: sampling tokens/s of a real model on CPU (`common.sample` through the peft model and through
 the generation copy), one thread against all cores, dynamic against static KV cache, at 1 and 8
 GSM8K prompts x 4 samples. Tokens are completion tokens up to and including EOS (Rollout.mask).
 
-`check`: the one GPU check, about 8 minutes on one card with >= 78 GB: tests/test_gpu.py, `kernel`,
+`check`: the one GPU check, about 9 minutes on one card with >= 78 GB: tests/test_gpu.py, `kernel`,
 `e2e --sizes 1.5B`, and a 3-step progrpo.py run on a random-weight Qwen2.5-1.5B-shaped folder (NF4
 base, 256 new tokens), each in a subprocess with its own time limit; every figure goes into
 DIR/gpu_check.json, rewritten after each step. `--device cpu` runs the same steps with tiny shapes.
@@ -271,39 +277,81 @@ def _rollout_rows(model, gen, tok, args, device):
     return rows
 
 
-def _rl_step(model, gen, tok, opt, args, device):
-    """One full RL step as progrpo.py runs it (G = 8, 8 prompts, args.step_tokens new tokens), timed
-    by phase; returns seconds per phase."""
+def _rl_step(model, gen, tok, opt, args, device, prompts=None, golds=None):
+    """One RL step (G = 8 rows per prompt; the demo's 8 prompts unless given), timed by phase, with the update
+    done both ways on the same batch: "two passes" (before: a no-grad pi_old pass over prompt + completion,
+    then forward + backward of every row) and "one forward" (progrpo.py now: the training forward gives pi_old,
+    c(q) and c(o|q)). Both are timed with every group made half right (nothing to skip); "skippable" is the
+    share of rows in all-wrong groups as graded, which progrpo.py does not forward. Returns seconds per phase."""
     import arm
     import common
     import tasks
     from progrpo import aggregate, policy_loss
     task, G, mb = tasks.demo_task(), 8, args.micro_batch
-    prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in task.rows[:8]]
+    if prompts is None:
+        prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in task.rows[:8]]
+        golds = [r["answer"] for r in task.rows[:8]]
+    else:
+        task = tasks.math_task("prompts", [])
     t = {}
     if gen is not None:
         _, t["sync copy"] = _timed(lambda: common.sync_generation_copy(model, gen), device, "sync copy")
     ro, t["rollout"] = _timed(lambda: common.sample(gen or model, tok, prompts, G, args.step_tokens,
                                                     static_cache=gen is not None and device == "cuda"), device, "rollout")
-    golds = [task.rows[i // G]["answer"] for i in range(len(ro.texts))]
-    R, t["scoring"] = _timed(lambda: torch.tensor([r for r, _ in task.grade(ro.texts, golds)]).view(-1, G), device,
-                             "scoring")
+    graded, t["scoring"] = _timed(lambda: task.grade(ro.texts, [g for g in golds for _ in range(G)]), device, "scoring")
+    t["skippable"] = 1 - torch.tensor([r for r, _ in graded]).view(-1, G).any(1).float().mean().item()
     L, N, mask = ro.prompt_len, len(ro.texts), ro.mask.float()
+    R = torch.tensor([[float(g % 2) for g in range(G)]] * len(prompts))  # every group mixed: nothing skipped
+    prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]
 
-    (old, _), t["old log-probs"] = _timed(lambda: common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb),
-                                          device, "old log-probs")
-    adv = arm.group_advantages(R).reshape(N).to(old.device)  # ARM's shift costs nothing measurable
+    dev = mask.device
+    correct, A = R > 0.5, arm.group_advantages(R).to(dev)
+    shifted, c_q = arm.shifted_groups(correct).to(dev), torch.ones(len(prompts), device=dev)
 
-    def update():
+    def update(old, adv):  # forward + backward of every row, micro-batch by micro-batch, then the optimizer step
         opt.zero_grad(set_to_none=True)
         for i in range(0, N, mb):
-            logp, _ = common.token_logprobs(model, ro.seqs[i:i + mb], ro.attn[i:i + mb], L - 1)
-            loss, _ = policy_loss(logp, old[i:i + mb], adv[i:i + mb], 0.2, 0.28)
-            aggregate(loss, mask[i:i + mb], "token-mean", mask.sum(), N).backward()
+            rows = torch.arange(i, min(i + mb, N), device=dev)
+            first = rows % G == 0  # one forward: each group's first row also scores the prompt, for c(q)
+            logp, _, *logp_q = common.token_logprobs(model, ro.seqs[rows], ro.attn[rows], L - 1, 1.0,
+                                                     first if old is None else None)
+            if old is None:  # as progrpo.py: pi_old and the confidences from this forward, row by row
+                c_q[rows[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[rows[first]])
+                adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G],
+                                              arm.answer_confidence(logp.detach(), mask[rows]), c_q[rows // G], 1.0)
+            loss, _ = policy_loss(logp, logp.detach() if old is None else old[rows], adv[rows], 0.2, 0.28)
+            aggregate(loss, mask[rows], "token-mean", mask.sum(), N).backward()
         opt.step()
 
-    _, t["update"] = _timed(update, device, "update")
+    def two_passes():  # pi_old, c(q) and c(o|q) from a no-grad pass first; then the update
+        old_all = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb)[0]
+        c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G])
+        old = old_all[:, L - 1:]
+        return old, arm.reweight(A, correct.to(dev), arm.answer_confidence(old, mask), c_q, 1.0).view(N)
+
+    (old, adv), t["two passes: old pass"] = _timed(two_passes, device, "two passes: old pass")
+    _, t["two passes: update"] = _timed(lambda: update(old, adv), device, "two passes: update")
+    _, t["one forward: update"] = _timed(lambda: update(None, torch.zeros(N, device=dev)), device,
+                                         "one forward: update")
     return t
+
+
+STEP_TABLE = ("\n| model | base | rollout | scoring | before: old pass | before: update | after: update | "
+              "all-wrong rows (not forwarded) | step before | step after |")
+
+
+def _step_totals(split):
+    """Seconds of a step before (two passes) and after (one forward), from _rl_step's phases."""
+    common = sum(v for k, v in split.items() if k in ("sync copy", "rollout", "scoring"))
+    return (common + split["two passes: old pass"] + split["two passes: update"],
+            common + split["one forward: update"])
+
+
+def _step_row(label, s):
+    before, after = _step_totals(s)
+    return (f"| {label} | {s['rollout']:.2f}s | {s['scoring']:.2f}s | {s['two passes: old pass']:.2f}s | "
+            f"{s['two passes: update']:.2f}s | {s['one forward: update']:.2f}s | {s['skippable']:.0%} | "
+            f"{before:.2f}s | {after:.2f}s |")
 
 
 def bench_e2e(args):
@@ -345,15 +393,16 @@ def bench_e2e(args):
                 _rl_step(model, gen, tok, opt, args, device)  # warm-up: compile, optimizer state
                 steps = [_rl_step(model, gen, tok, opt, args, device) for _ in range(args.steps)]
                 split = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+                before, after = _step_totals(split)
                 peaks = dict(PEAKS)  # of the last step, per phase: the copy is resident in all of them
                 peak = max(peaks.values()) if peaks else None
                 copy_gib = sum(p.numel() * p.element_size() for p in gen.parameters()) / 2**30 if gen else 0.0
-                print("    RL step: " + " | ".join(f"{k} {v:.2f}s" for k, v in split.items())
-                      + f" | total {sum(split.values()):.2f}s | peak {peak or 0:.2f} GiB, of which the generation "
+                print("    RL step: " + " | ".join(f"{k} {v:.2f}" for k, v in split.items())
+                      + f" | total {before:.2f}s before, {after:.2f}s after | peak {peak or 0:.2f} GiB, of which the generation "
                       f"copy {copy_gib:.2f} GiB; per phase " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()),
                       flush=True)
                 results.append(dict(size=size, quant=quant, rollouts=rollouts, step_seconds=split, peak_by_phase=peaks,
-                                    step_total=sum(split.values()), peak_gib=peak, copy_gib=copy_gib))
+                                    step_total_before=before, step_total=after, peak_gib=peak, copy_gib=copy_gib))
                 save()
                 del model, gen, opt
     print("\n| model | base | path | " + " | ".join(f"{s} seqs tok/s" for s in args.seqs)
@@ -366,12 +415,10 @@ def bench_e2e(args):
             gain = f"{cells[0] / naive:.1f}x" if cells[0] and naive else "-"
             print(f"| {r['size']} | {r['quant']} | {path} | " + " | ".join(f"{c:,.0f}" if c else "-" for c in cells)
                   + f" | {gain} |")
-    print("\n| model | base | rollout | scoring | old log-probs | update | total | peak GiB | of it: copy GiB |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print(STEP_TABLE + " peak GiB | of it: copy GiB |\n" + "|---" * 11 + "|")
     for r in results:
-        s = r["step_seconds"]
-        print(f"| {r['size']} | {r['quant']} | {s['rollout']:.2f}s | {s['scoring']:.2f}s | {s['old log-probs']:.2f}s | "
-              f"{s['update']:.2f}s | {r['step_total']:.2f}s | {r['peak_gib'] or 0:.2f} | {r['copy_gib']:.2f} |")
+        print(_step_row(f"{r['size']} | {r['quant']}", r["step_seconds"]) + f" {r['peak_gib'] or 0:.2f} | "
+              f"{r['copy_gib']:.2f} |")
     if args.json:
         save()
         print(f"wrote {args.json}")
@@ -510,6 +557,30 @@ def _read_json(path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def bench_step(args):
+    """One RL step on a real model (a folder or hub id; e.g. SmolLM2-135M-Instruct on CPU), on the first
+    --prompts GSM8K test problems in the chat template, G = 8: seconds per phase, the update before (two
+    passes) and after (one forward) in the same run, median of --steps after one warm-up step."""
+    import common
+    device = common.pick_device()
+    model, tok = common.load_model(args.model, device, device == "cuda", gradient_checkpointing=device == "cuda")
+    model.train()
+    gen = common.generation_copy(model) if device == "cuda" else None  # CPU: the peft model, as progrpo.py's default
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    prompts = [common.format_prompt(tok, q) for q, _ in GSM8K[:args.prompts]]
+    golds = [a for _, a in GSM8K[:args.prompts]]
+    torch.manual_seed(0)
+    _rl_step(model, gen, tok, opt, args, device, prompts, golds)  # warm-up
+    steps = [_rl_step(model, gen, tok, opt, args, device, prompts, golds) for _ in range(args.steps)]
+    split = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+    print(f"step: {args.model} on {device}, {args.prompts} prompts x 8, {args.step_tokens} new tokens, micro-batch "
+          f"{args.micro_batch}, median of {args.steps}" + STEP_TABLE + "\n" + "|---" * 10 + "|\n"
+          + _step_row(f"{Path(args.model).name} | {'NF4' if device == 'cuda' else 'fp32'}", split))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(model=args.model, device=device, args=vars(args) | {"func": None},
+                                                   steps=steps, median=split), indent=1))
+
+
 def bench_check(args):
     """The one GPU check: five steps, each in a subprocess with its own time limit, the results in one JSON."""
     cpu, py = args.device == "cpu", sys.executable
@@ -592,6 +663,48 @@ def bench_check(args):
         sys.exit(f"check: failed: {', '.join(failed)} (their output's last lines are in {out / 'gpu_check.json'})")
 
 
+def bench_sandbox(args):
+    """Programs/s through sandbox.run_many, every limit on, and the same programs run bare (``python -I -S -c``,
+    same pool) as the floor: MBPP reference solutions fenced as a completion. The mix matters: task 123 alone
+    runs for 3 s. CPU counts this process and its children only, so other jobs' load does not inflate it."""
+    import collections
+    import resource
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rewards
+    import sandbox
+    rows = [json.loads(line) for f in sorted(Path(args.data_dir, "mbpp").glob("*.jsonl")) for line in open(f)]
+    if not rows:
+        sys.exit(f"bench.py sandbox: no MBPP rows in {Path(args.data_dir, 'mbpp')}")
+    programs = [rewards.code_program(f"```python\n{r['code']}\n```", r["test_setup_code"], "\n".join(r["test_list"]))
+                for r in rows[: args.n]]
+    workers = args.workers or os.cpu_count()
+
+    def bare(batch):  # trusted reference code, unsandboxed: what spawning an interpreter costs anyway
+        argv = [sys.executable, "-I", "-S", "-c"]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda p: subprocess.run(argv + [p], capture_output=True).returncode, batch))
+
+    def measure(run_all):  # (result of the last rep, median wall seconds, CPU seconds a program)
+        cpu = lambda: sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                                     resource.RUSAGE_CHILDREN)))
+        walls, cpu_start = [], cpu()
+        for _ in range(args.reps):
+            start = time.perf_counter()
+            result = run_all(programs)
+            walls.append(time.perf_counter() - start)
+        return result, statistics.median(walls), (cpu() - cpu_start) / (args.reps * len(programs))
+
+    isolation, load = sandbox.isolation(), os.getloadavg()  # isolation(): also the warm-up
+    statuses, wall, cpu = measure(lambda batch: sandbox.run_many(batch, workers=workers))
+    codes, bare_wall, bare_cpu = measure(bare)
+    print(f"sandbox: {len(programs)} MBPP programs, {workers} workers on {os.cpu_count()} cores, {isolation}, load "
+          f"average {load[0]:.2f} before: {len(programs) / wall:.1f} programs/s (median of {args.reps}: {wall:.2f} s), "
+          f"CPU {cpu * 1000:.1f} ms a program; bare python -I -S: {len(programs) / bare_wall:.1f} programs/s, CPU "
+          f"{bare_cpu * 1000:.1f} ms; statuses {dict(collections.Counter(statuses))}, bare exit codes "
+          f"{dict(collections.Counter(codes))}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -630,11 +743,25 @@ def main(argv=None):
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", default=None, help="also write the rows to this JSON file")
     c.set_defaults(func=bench_cpu)
+    st = sub.add_parser("step", help="one RL step on a real model, the update before and after one-forward")
+    st.add_argument("--model", required=True, help="a Hugging Face model folder (or hub id)")
+    st.add_argument("--prompts", type=int, default=4, help="GSM8K test problems 1..N (at most 8), 8 samples each")
+    st.add_argument("--step-tokens", type=int, default=128, help="new tokens per sequence")
+    st.add_argument("--micro-batch", type=int, default=8, help="rows per forward/backward")
+    st.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    st.add_argument("--json", default=None, help="also write the phases to this JSON file")
+    st.set_defaults(func=bench_step)
     g = sub.add_parser("check", help="the one GPU check: GPU tests, kernel, e2e 1.5B, a 3-step progrpo.py run")
     g.add_argument("--out", required=True, help="folder for gpu_check.json, the sub-JSONs and the run's metrics")
     g.add_argument("--budget", type=float, default=540, help="seconds for all steps together")
     g.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the same steps, tiny shapes")
     g.set_defaults(func=bench_check)
+    b = sub.add_parser("sandbox", help="programs/s through sandbox.run_many (MBPP reference solutions)")
+    b.add_argument("--data-dir", default="../shared/data", help="a folder laid out like ../shared/data (mbpp/*.jsonl)")
+    b.add_argument("--n", type=int, default=200, help="programs (the first N rows of mbpp/*.jsonl, files sorted)")
+    b.add_argument("--workers", type=int, default=None, help="parallel programs (default: one per core)")
+    b.add_argument("--reps", type=int, default=3, help="timed runs; the median is reported")
+    b.set_defaults(func=bench_sandbox)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -27,7 +27,8 @@ def test_e2e_code_paths_on_cpu(tmp_path):
     for r in results:
         assert {x["path"] for x in r["rollouts"]} == {"naive (peft, unmerged)", "fast (merged, static)"}
         assert all(x["tok_s"] > 0 for x in r["rollouts"])
-        assert set(r["step_seconds"]) == {"sync copy", "rollout", "scoring", "old log-probs", "update"}
+        assert set(r["step_seconds"]) == {"sync copy", "rollout", "scoring", "skippable", "two passes: old pass",
+                                          "two passes: update", "one forward: update"}
 
 
 def test_kernel_code_paths_on_cpu(tmp_path):
@@ -86,3 +87,18 @@ def test_the_gpu_check_runs_every_step_on_cpu(tmp_path):
     assert report["versions"]["torch"] == torch.__version__ and report["wall_s"] > 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "metrics.jsonl"]  # no checkpoint
     assert len((tmp_path / "problems.jsonl").read_text().splitlines()) == 16
+
+
+def test_step_benchmark_on_a_saved_model(tmp_path):
+    """`bench.py step` (before / after one forward) on the tiny model saved as a folder, in-process."""
+    import bench
+    import common
+    model, tok = common.tiny_model()
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "step.json"
+    bench.main(["step", "--model", str(tmp_path / "tiny"), "--prompts", "2", "--step-tokens", "2", "--steps", "1",
+                "--micro-batch", "5", "--json", str(out)])
+    split = json.loads(out.read_text())["median"]
+    assert split["skippable"] == 1.0  # the tiny model answers no GSM8K problem: every group all wrong
+    assert all(split[k] > 0 for k in ("rollout", "two passes: old pass", "two passes: update", "one forward: update"))
