@@ -69,12 +69,6 @@ def resolve_model(name: str) -> str:
                      f"'Qwen2.5-1.5B' or 'Qwen2.5-Math-7B-Instruct', a hub id 'org/name' or a local folder")
 
 
-def last_checkpoint(run) -> Path | None:
-    """The newest ckpt-NNNNNN folder of a run (zero-padded: the last in sorted order), or None."""
-    ckpts = sorted(Path(run).glob("ckpt-*"))
-    return ckpts[-1] if ckpts else None
-
-
 def pick_device() -> str:
     """'cuda' when there is a GPU, else 'cpu' on one thread unless OMP_NUM_THREADS says otherwise: with
     any other load on the cores, threads that wait for each other cost 10-70x (README: CPU threads)."""
@@ -151,8 +145,11 @@ def question_mask(tok, prompts: list, questions: list, width: int) -> torch.Tens
     """(P, width) 1 on the tokens of each prompt that lie inside its question's text (not the chat
     template, not the instruction), left-padded to width like sample's prompts: c(q) over the question."""
     rows = []
-    for prompt, question in zip(prompts, questions):
+    for prompt, question in zip(prompts, map(str.strip, questions)):  # format_prompt strips the user's text
         a = prompt.rfind(question)  # format_prompt puts the question once, before the instruction
+        if a < 0:  # a template that rewrites the user's text: no question tokens to score
+            raise SystemExit(f"error: --prompt-conf question: the chat template changed the question's text, so "
+                             f"its tokens cannot be found in the prompt ({question[:60]!r}); use --prompt-conf template")
         spans = tok(prompt, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
         rows.append([0] * (width - len(spans)) + [int(a <= s < e <= a + len(question)) for s, e in spans])
     return torch.tensor(rows)
@@ -295,8 +292,10 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
 
 
 @torch.no_grad()
-def token_logprobs_batched(model, seqs, attn, start: int, micro_batch: int, temperature: float = 1.0):
-    """token_logprobs without gradient, micro_batch rows per forward pass (old-policy, reference)."""
-    parts = [token_logprobs(model, seqs[i:i + micro_batch], attn[i:i + micro_batch], start, temperature)
+def token_logprobs_batched(model, seqs, attn, start: int, micro_batch: int, temperature: float = 1.0,
+                           prompt_rows: torch.Tensor | None = None):
+    """token_logprobs without gradient, micro_batch rows per forward pass (reference, evaluation)."""
+    parts = [token_logprobs(model, seqs[i:i + micro_batch], attn[i:i + micro_batch], start, temperature,
+                            None if prompt_rows is None else prompt_rows[i:i + micro_batch])
              for i in range(0, len(seqs), micro_batch)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return tuple(torch.cat(p) for p in zip(*parts))

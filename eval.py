@@ -43,6 +43,7 @@ from tqdm import tqdm
 import arm
 import cli
 import common
+import runs
 import tasks
 
 
@@ -117,7 +118,7 @@ def resolve_adapter(path: str, model: str) -> str:
     run's config.json is there (a run folder, or above a ckpt-*), its --model must be `model`."""
     if not path:
         return path
-    ckpt = Path(path) if (Path(path) / "adapter_config.json").is_file() else common.last_checkpoint(path)
+    ckpt = Path(path) if (Path(path) / "adapter_config.json").is_file() else runs.last_checkpoint(path)
     if ckpt is None:
         raise SystemExit(f"error: --adapter {path}: neither an adapter folder (adapter_config.json) "
                          f"nor a run folder with ckpt-* checkpoints")
@@ -155,15 +156,14 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         ro = common.sample(gen or model, tok, prompts, n, max_new_tokens, temperature, top_p,
                            static_cache=gen is not None and model.device.type == "cuda")
         mask = ro.mask.float()  # (N, T), N = len(batch) * n
-        # Log-probs and entropies (N, L-1+T), prompt and completion, as the trainer computes them; one
-        # problem's n rows per forward pass, so that memory does not grow with batch_prompts.
-        L = ro.prompt_len
-        logp, ent = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, n, logp_temp)
-        prompt_mask = (ro.attn[:, 1:L] * ro.attn[:, :L - 1])[::n]  # (B, L-1): one row per problem
+        # Completion log-probs and entropies (N, T) and each problem's prompt log-probs (B, L-1), as the trainer
+        # computes them; one problem's n rows per forward pass, so that memory does not grow with batch_prompts.
+        L, first = ro.prompt_len, torch.arange(len(ro.seqs), device=mask.device) % n == 0  # a problem's first row
+        logp, ent, logp_q = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, n, logp_temp, first)
+        prompt_mask = (ro.attn[:, 1:L] * ro.attn[:, :L - 1])[first]  # (B, L-1): its prompt, once per problem
         question = prompt_mask * common.question_mask(tok, prompts, [r["question"] for r in batch], L)[:, 1:].to(
             prompt_mask.device)
-        c_q = [arm.prompt_confidence(logp[::n, :L - 1], m).tolist() for m in (prompt_mask, question)]  # 2 x (B,)
-        logp, ent = logp[:, L - 1:], ent[:, L - 1:]  # (N, T) completion part
+        c_q = [arm.prompt_confidence(logp_q, m).tolist() for m in (prompt_mask, question)]  # 2 x (B,)
         conf = arm.answer_confidence(logp, mask, low_frac)  # (N,)
         ent_sum += (ent * mask).sum().item()
         prob_sum += (logp.exp() * mask).sum().item()

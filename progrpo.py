@@ -240,7 +240,7 @@ def main(argv=None):
                   "(Ctrl-C again quits without saving)")
 
     def last_saved():
-        ckpt = common.last_checkpoint(out)
+        ckpt = runs.last_checkpoint(out)
         return f"the last checkpoint, {ckpt.name}, stands" if ckpt else "no checkpoint was written"
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: how SLURM and Kubernetes stop a job
@@ -282,13 +282,13 @@ def main(argv=None):
             dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
             A = arm.group_advantages(R, scale=args.scale_rewards == "group").to(dev)  # (P, G)
             shifted = (arm.shifted_groups(correct, args.arm_groups) & (args.alpha != 0)).to(dev)  # (P,)
-            live = (correct.any(1).to(dev) | (args.beta > 0)).repeat_interleave(G).nonzero()[:, 0]  # scored rows
+            live = (correct.any(1).to(dev) | (args.beta > 0)).repeat_interleave(G).nonzero()[:, 0]  # (<= N,) rows
             prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # (N, L-1) prompt tokens that have a predecessor
             if args.prompt_conf == "question":  # only those inside the question's text
                 prompt_mask *= common.question_mask(tok, prompts, [r["question"] for r in good], L)[:, 1:].to(
                     dev).repeat_interleave(G, 0)
-            c_q, c_o, adv = torch.ones(len(good), device=dev), torch.ones(N, device=dev), torch.zeros(N, device=dev)
-            old, ent = torch.zeros_like(mask), torch.zeros_like(mask)  # (N, T), from the first update's forward
+            c_q, c_o = torch.ones(len(good), device=dev), torch.ones(N, device=dev)  # (P,), (N,): filled below
+            adv, old, ent = torch.zeros(N, device=dev), torch.zeros_like(mask), torch.zeros_like(mask)  # (N,), (N, T)
             ref = None
             if args.beta:  # the reference policy: the same base with the adapter switched off
                 with model.disable_adapter():
@@ -303,11 +303,11 @@ def main(argv=None):
                 for i in range(0, len(live), mb):
                     rows = live[i:i + mb]  # whole groups in order: a group's first row, which scores c(q), comes first
                     first = rows % G == 0
-                    logp, e, logp_q = common.token_logprobs(model, ro.seqs[rows], ro.attn[rows], L - 1,
-                                                            args.temperature, first)
+                    logp, e, *logp_q = common.token_logprobs(model, ro.seqs[rows], ro.attn[rows], L - 1,
+                                                             args.temperature, first if u == 0 else None)
                     if u == 0:
                         old[rows], ent[rows] = logp.detach(), e.detach()
-                        c_q[rows[first] // G] = arm.prompt_confidence(logp_q, prompt_mask[rows[first]])
+                        c_q[rows[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[rows[first]])
                         c_o[rows] = arm.answer_confidence(old[rows], mask[rows], args.arm_low_frac)
                         adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G], c_o[rows],
                                                       c_q[rows // G], args.alpha)
@@ -352,7 +352,7 @@ def main(argv=None):
                                                   args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
-            if math.isfinite(m["arm_rel_shift"]) and quiet is not None:  # nan: no advantage to compare with
+            if args.alpha and math.isfinite(m["arm_rel_shift"]) and quiet is not None:  # nan: no A to compare with
                 quiet = quiet + 1 if m["arm_rel_shift"] < 0.01 else 0  # steps in a row
                 if quiet == 20:
                     quiet = None  # warned once per run

@@ -139,6 +139,7 @@ class Args(ProGRPOConfig):
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
+    instruction: Optional[str] = None  # appended to every problem ("" for none; default: the task's own)
     data_dir: str = ""  # read a named task from a folder laid out like ../shared/data, not the hub
     lora_rank: int = 16  # LoRA rank (through TRL's peft_config)
     lora_alpha: int = 32  # LoRA scaling numerator
@@ -181,7 +182,8 @@ def main(argv=None):
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         raise SystemExit("error: --use_vllm needs vLLM: pip install vllm (a version that TRL supports)")
     name = common.resolve_model(args.model)  # fail on a bad name before loading any data
-    task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir)  # as progrpo.py
+    task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
+                            args.instruction)  # as progrpo.py
 
     cuda = common.pick_device() == "cuda"  # on CPU: one torch thread unless OMP_NUM_THREADS says (README)
     quant = None

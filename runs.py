@@ -11,7 +11,12 @@ from pathlib import Path
 import torch
 
 import cli
-import common
+
+
+def last_checkpoint(run) -> Path | None:
+    """The newest ckpt-NNNNNN folder of a run (zero-padded: the last in sorted order), or None."""
+    ckpts = sorted(Path(run).glob("ckpt-*"))
+    return ckpts[-1] if ckpts else None
 
 
 def save_checkpoint(out: Path, step, model, opt):
@@ -116,7 +121,7 @@ def check_run_folder(args) -> tuple[Path | None, int]:
                              + (f": continue its run with --resume {out}" if out.is_dir() else ""))
         cli.check_writable(out / "run", "--out", parents=True)
         return None, 0
-    ckpt = common.last_checkpoint(args.resume)
+    ckpt = last_checkpoint(args.resume)
     if ckpt is None:
         raise SystemExit(f"error: --resume {args.resume}: no checkpoint (ckpt-*) there")
     step = int(ckpt.name.split("-")[1])

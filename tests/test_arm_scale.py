@@ -33,6 +33,21 @@ def test_question_mask_marks_the_question_only():
     assert mask[0, :3].tolist() == [0, 0, 0] and marked == ["sum", "7"]
 
 
+def test_question_mask_strips_as_format_prompt_does_and_refuses_a_rewritten_question():
+    tok = chat_tokenizer()
+    prompt = common.format_prompt(tok, " sum 7 ", "")  # format_prompt strips the user's text
+    width = len(tok(prompt, add_special_tokens=False).input_ids)
+    assert common.question_mask(tok, [prompt], [" sum 7 "], width).sum().item() == 2  # "sum", "7"
+    with pytest.raises(SystemExit, match="^error: --prompt-conf question: the chat template changed"):
+        common.question_mask(tok, ["<|im_start|>user\nSUM 7<|im_end|>\n"], ["sum 7"], 10)
+
+
+def test_prompt_conf_question_trains(tmp_path):
+    progrpo.main(["--prompt-conf", "question", "--steps", "3", "--sample-every", "0", "--out", str(tmp_path / "run")])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+
+
 def test_distinct_correct_counts_equivalence_classes():
     math_task = tasks.math_task("m", [])
     assert tasks.distinct_correct(math_task, [r"\boxed{10}", r"\boxed{7 + 3}", r"\boxed{10.0}"]) == 1
@@ -91,8 +106,9 @@ def test_warning_when_arm_barely_acts(tmp_path, capsys):
     assert config["load_in_4bit"] is False and config["gradient_checkpointing"] is False  # as they ran, on CPU
 
 
-def test_no_warning_at_the_demo_alpha(tmp_path, capsys):
-    progrpo.main(["--steps", "30", "--sample-every", "0", "--out", str(tmp_path / "run")])
+@pytest.mark.parametrize("alpha", ["1", "0"])  # 0: plain GRPO, where ARM is off on purpose
+def test_no_warning_at_the_demo_alpha_or_without_arm(tmp_path, capsys, alpha):
+    progrpo.main(["--alpha", alpha, "--steps", "30", "--sample-every", "0", "--out", str(tmp_path / "run")])
     assert "warning: ARM" not in capsys.readouterr().out
 
 

@@ -48,15 +48,21 @@ def test_without_cuda_a_gpu_benchmark_says_so_in_one_line():
         assert p.returncode == 1 and "no CUDA device" in p.stderr.strip().splitlines()[-1]
 
 
-def test_cpu_sampling_benchmark_on_a_saved_model(tmp_path):
-    """`bench.py cpu` on the tiny model saved as a folder (in-process: an interpreter start costs ~8 s)."""
-    import bench
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """The tiny model and tokenizer saved as a folder, as a real model would be."""
     import common
     model, tok = common.tiny_model()
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+def test_cpu_sampling_benchmark_on_a_saved_model(tiny_folder, tmp_path):
+    """`bench.py cpu` on the tiny model saved as a folder (in-process: an interpreter start costs ~8 s)."""
+    import bench
     out = tmp_path / "cpu.json"
-    bench.main(["cpu", "--model", str(tmp_path / "tiny"), "--new-tokens", "2", "--reps", "1", "--prompts", "1,2",
+    bench.main(["cpu", "--model", str(tiny_folder), "--new-tokens", "2", "--reps", "1", "--prompts", "1,2",
                 "--samples", "2", "--threads", "1,all", "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert {(r["policy"], r["threads"], r["cache"], r["prompts"]) for r in rows} == {
@@ -89,15 +95,11 @@ def test_the_gpu_check_runs_every_step_on_cpu(tmp_path):
     assert len((tmp_path / "problems.jsonl").read_text().splitlines()) == 16
 
 
-def test_step_benchmark_on_a_saved_model(tmp_path):
+def test_step_benchmark_on_a_saved_model(tiny_folder, tmp_path):
     """`bench.py step` (before / after one forward) on the tiny model saved as a folder, in-process."""
     import bench
-    import common
-    model, tok = common.tiny_model()
-    model.save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
     out = tmp_path / "step.json"
-    bench.main(["step", "--model", str(tmp_path / "tiny"), "--prompts", "2", "--step-tokens", "2", "--steps", "1",
+    bench.main(["step", "--model", str(tiny_folder), "--prompts", "2", "--step-tokens", "2", "--steps", "1",
                 "--micro-batch", "5", "--json", str(out)])
     split = json.loads(out.read_text())["median"]
     assert split["skippable"] == 1.0  # the tiny model answers no GSM8K problem: every group all wrong

@@ -37,58 +37,96 @@ def canned(tok, prompts, all_wrong):
     return common.Rollout(seqs, attn, mask, L, texts)
 
 
-def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, low_frac=0.2):
-    """The step as it was: a no-grad pass for pi_old, c(q), c(o|q); then forward + backward of every row."""
+CLIP = torch.nn.utils.clip_grad_norm_  # the real one: the test below records gradients through a wrapper
+
+
+def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, beta=0.0, updates=1, low_frac=0.2):
+    """The step as it was: a no-grad pass for pi_old, c(q), c(o|q) (and the reference pass when beta > 0);
+    then forward + backward of every row, per update, with progrpo.py's clipping and AdamW (the demo's lr).
+    Returns the last update's loss and every update's gradients."""
     torch.manual_seed(0)  # progrpo.main seeds before loading: the same LoRA initialisation
     model, _ = common.load_model("tiny", "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     L, N = ro.prompt_len, len(ro.texts)
     old_all, _ = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb)
+    ref = None
+    if beta:
+        with model.disable_adapter():
+            ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb)[0]
     old, mask = old_all[:, L - 1:], ro.mask.float()
     prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]
     c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G])
     c_o = arm.answer_confidence(old, mask, low_frac)
     adv = arm.reweight(arm.group_advantages(R), R > 0.5, c_o, c_q, alpha).reshape(N)
-    loss, n_tokens = 0.0, mask.sum()
-    for i in range(0, N, mb):
-        s = slice(i, i + mb)
-        logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1)
-        part = aggregate(policy_loss(logp, old[s], adv[s], 0.2, 0.28)[0], mask[s], loss_agg, n_tokens, N)
-        part.backward()
-        loss += part.item()
-    return loss, [p.grad for p in model.parameters() if p.requires_grad]
+    grads = []
+    for _ in range(updates):
+        opt.zero_grad(set_to_none=True)
+        loss, n_tokens = 0.0, mask.sum()
+        for i in range(0, N, mb):
+            s = slice(i, i + mb)
+            logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1)
+            loss_tok = policy_loss(logp, old[s], adv[s], 0.2, 0.28, ref[s] if ref is not None else None, beta)[0]
+            part = aggregate(loss_tok, mask[s], loss_agg, n_tokens, N)
+            part.backward()
+            loss += part.item()
+        grads.append([p.grad.clone() for p in params])
+        CLIP(params, 1.0)
+        opt.step()
+    return loss, grads
+
+
+def run_main(tmp_path, monkeypatch, all_wrong, *flags):
+    """progrpo.main for one step on the canned rollout; returns (metrics, rollout, R, gradients per update)."""
+    seen = {"grads": []}
+
+    def fake_sample(model, tok, prompts, n, *args, **kwargs):
+        seen["ro"], seen["prompts"] = canned(tok, prompts, all_wrong), prompts
+        return seen["ro"]
+
+    def grads_then_clip(params, max_norm):
+        params = list(params)
+        seen["grads"].append([p.grad.clone() for p in params if p.requires_grad])
+        return CLIP(params, max_norm)
+
+    monkeypatch.setattr(common, "sample", fake_sample)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", grads_then_clip)
+    progrpo.main([str(a) for a in ("--steps", 1, "--prompts-per-step", P, "--group-size", G, "--sample-every", 0,
+                                   "--out", tmp_path / "run", *flags)])
+    m = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    targets = [prompt.split()[-1] for prompt in seen["prompts"] for _ in range(G)]
+    R = torch.tensor([r for r, _ in tasks.demo_task().grade(seen["ro"].texts, targets)]).view(P, G)
+    return m, seen["ro"], R, seen["grads"]
+
+
+def assert_same(got, ref):
+    assert len(got) == len(ref) > 0
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean"])
 @pytest.mark.parametrize("all_wrong", [True, False])
 @pytest.mark.parametrize("mb", [3, 16])  # 3: groups split across micro-batches
 def test_one_forward_equals_two_passes(tmp_path, monkeypatch, loss_agg, all_wrong, mb):
-    seen = {}
-
-    def fake_sample(model, tok, prompts, n, *args, **kwargs):
-        seen["ro"], seen["prompts"] = canned(tok, prompts, all_wrong), prompts
-        return seen["ro"]
-
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def grads_then_clip(params, max_norm):
-        params = list(params)
-        seen["grads"] = [p.grad.clone() for p in params if p.requires_grad]
-        return clip(params, max_norm)
-
-    monkeypatch.setattr(common, "sample", fake_sample)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", grads_then_clip)
-    progrpo.main([str(a) for a in ("--steps", 1, "--prompts-per-step", P, "--group-size", G, "--micro-batch", mb,
-                                   "--loss-agg", loss_agg, "--sample-every", 0, "--out", tmp_path / "run")])
-    m = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
-    ro = seen["ro"]
-    targets = [prompt.split()[-1] for prompt in seen["prompts"] for _ in range(G)]
-    R = torch.tensor([r for r, _ in tasks.demo_task().grade(ro.texts, targets)]).view(P, G)
+    m, ro, R, grads = run_main(tmp_path, monkeypatch, all_wrong, "--micro-batch", mb, "--loss-agg", loss_agg)
     assert (m["all_wrong"], m["all_correct"]) == ((0.25, 0.25) if all_wrong else (0.0, 0.25))
-    loss, grads = two_pass_reference(ro, R, mb, loss_agg)
+    loss, ref = two_pass_reference(ro, R, mb, loss_agg)
     assert m["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-7)
-    assert len(grads) == len(seen["grads"]) > 0
-    for ref, got in zip(grads, seen["grads"]):
-        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-7)
-    assert max(g.abs().max().item() for g in grads) > 1e-3  # not equal by being zero
+    assert_same(grads[0], ref[0])
+    assert max(g.abs().max().item() for g in ref[0]) > 1e-3  # not equal by being zero
     _, without_arm = two_pass_reference(ro, R, mb, loss_agg, alpha=0.0)  # and the shift shows in the gradient
-    assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(without_arm, grads))
+    assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(without_arm[0], ref[0]))
+
+
+@pytest.mark.parametrize("beta, updates", [(0.1, 1), (0.0, 2), (0.1, 2)])
+def test_kl_and_later_updates_equal_two_passes(tmp_path, monkeypatch, beta, updates):
+    """--beta > 0 forwards every row (all-wrong ones too, for the KL); later updates reuse the first
+    update's log-probs as pi_old, where the two-pass path kept its no-grad pass's."""
+    m, ro, R, grads = run_main(tmp_path, monkeypatch, True, "--micro-batch", 3, "--beta", beta,
+                               "--updates-per-batch", updates)
+    loss, ref = two_pass_reference(ro, R, 3, "token-mean", beta=beta, updates=updates)
+    assert m["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-7)
+    assert len(grads) == len(ref) == updates
+    for got, want in zip(grads, ref):
+        assert_same(got, want)

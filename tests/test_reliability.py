@@ -171,7 +171,7 @@ def test_default_folders_are_unique_even_in_the_same_second(tmp_path):
 
 
 def corrupt(run: Path, what: str):
-    ckpt = common.last_checkpoint(run)
+    ckpt = runs.last_checkpoint(run)
     if what == "config":
         (run / "config.json").write_text('{"model": "tiny", "steps": ')
     elif what == "state":
@@ -246,9 +246,9 @@ def test_a_run_whose_steps_are_all_skipped_still_saves(tmp_path):
     data.write_text('{"question": "q", "answer": "\\\\frac{1}{0}"}\n{"question": "r", "answer": true}\n')
     out = tmp_path / "run"
     progrpo.main(["--data", str(data), "--steps", "2", "--out", str(out), "--max-new-tokens", "2"])
-    assert common.last_checkpoint(out).name == "ckpt-000002" and metrics(out) == []
+    assert runs.last_checkpoint(out).name == "ckpt-000002" and metrics(out) == []
     progrpo.main(["--resume", str(out), "--steps", "3"])
-    assert common.last_checkpoint(out).name == "ckpt-000003"
+    assert runs.last_checkpoint(out).name == "ckpt-000003"
 
 
 # ---------------------------------------------------------------- signals, locks, torn lines
@@ -293,7 +293,7 @@ def test_live_run_is_locked_sigterm_saves_and_a_torn_line_is_dropped(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM and "SIGTERM: finishing this step" in out, (out + err)[-2000:]
-    done = int(common.last_checkpoint(run).name.split("-")[1])
+    done = int(runs.last_checkpoint(run).name.split("-")[1])
     assert done >= 2 and metrics(run)[-1]["step"] == done  # the step in flight was finished and saved
 
     with (run / "metrics.jsonl").open("a") as f:  # a kill or a full disk in the middle of an append
