@@ -40,7 +40,7 @@ def canned(tok, prompts, all_wrong):
 CLIP = torch.nn.utils.clip_grad_norm_  # the real one: the test below records gradients through a wrapper
 
 
-def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, beta=0.0, updates=1, low_frac=0.2):
+def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, beta=0.0, updates=1, low_frac=0.2, temperature=1.0):
     """The step as it was: a no-grad pass for pi_old, c(q), c(o|q) (and the reference pass when beta > 0);
     then forward + backward of every row, per update, with progrpo.py's clipping and AdamW (the demo's lr).
     Returns the last update's loss and every update's gradients."""
@@ -49,11 +49,11 @@ def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, beta=0.0, updates=1, low_
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     L, N = ro.prompt_len, len(ro.texts)
-    old_all, _ = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb)
+    old_all, _ = common.token_logprobs_batched(model, ro.seqs, ro.attn, 0, mb, temperature)
     ref = None
     if beta:
         with model.disable_adapter():
-            ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb)[0]
+            ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, temperature)[0]
     old, mask = old_all[:, L - 1:], ro.mask.float()
     prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]
     c_q = arm.prompt_confidence(old_all[::G, :L - 1], prompt_mask[::G])
@@ -65,7 +65,7 @@ def two_pass_reference(ro, R, mb, loss_agg, alpha=1.0, beta=0.0, updates=1, low_
         loss, n_tokens = 0.0, mask.sum()
         for i in range(0, N, mb):
             s = slice(i, i + mb)
-            logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1)
+            logp, _ = common.token_logprobs(model, ro.seqs[s], ro.attn[s], L - 1, temperature)
             loss_tok = policy_loss(logp, old[s], adv[s], 0.2, 0.28, ref[s] if ref is not None else None, beta)[0]
             part = aggregate(loss_tok, mask[s], loss_agg, n_tokens, N)
             part.backward()
@@ -119,13 +119,14 @@ def test_one_forward_equals_two_passes(tmp_path, monkeypatch, loss_agg, all_wron
     assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(without_arm[0], ref[0]))
 
 
-@pytest.mark.parametrize("beta, updates", [(0.1, 1), (0.0, 2), (0.1, 2)])
-def test_kl_and_later_updates_equal_two_passes(tmp_path, monkeypatch, beta, updates):
+@pytest.mark.parametrize("beta, updates, temperature", [(0.1, 1, 1.0), (0.0, 2, 1.0), (0.1, 2, 1.0), (0.0, 1, 0.7)])
+def test_kl_later_updates_and_temperature_equal_two_passes(tmp_path, monkeypatch, beta, updates, temperature):
     """--beta > 0 forwards every row (all-wrong ones too, for the KL); later updates reuse the first
-    update's log-probs as pi_old, where the two-pass path kept its no-grad pass's."""
+    update's log-probs as pi_old, where the two-pass path kept its no-grad pass's; the confidences, like
+    pi_old, are at the sampling temperature (the reference computes them at --temperature)."""
     m, ro, R, grads = run_main(tmp_path, monkeypatch, True, "--micro-batch", 3, "--beta", beta,
-                               "--updates-per-batch", updates)
-    loss, ref = two_pass_reference(ro, R, 3, "token-mean", beta=beta, updates=updates)
+                               "--updates-per-batch", updates, "--temperature", temperature)
+    loss, ref = two_pass_reference(ro, R, 3, "token-mean", beta=beta, updates=updates, temperature=temperature)
     assert m["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-7)
     assert len(grads) == len(ref) == updates
     for got, want in zip(grads, ref):

@@ -99,8 +99,11 @@ def test_two_lora_steps_then_resume_to_step_three(smollm2, tmp_path, keep_signal
         {"question": "A box holds 4 pens. How many pens are in 3 boxes?", "answer": "4 * 3 = <<4*3=12>>12\n#### 12"},
     ]))
     run = tmp_path / "run"
+    # --beta: the model solves neither problem, and all-wrong groups get no forward when beta = 0 (README,
+    # row 20); with a KL term every row is forwarded, so the LoRA forward and backward run on real weights.
     progrpo.main(["--model", str(smollm2), "--data", str(data), "--steps", "2", "--prompts-per-step", "1",
-                  "--group-size", "2", "--max-new-tokens", "16", "--sample-every", "0", "--out", str(run)])
+                  "--group-size", "2", "--max-new-tokens", "16", "--beta", "0.01", "--sample-every", "0",
+                  "--out", str(run)])
     assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-000002"]
     progrpo.main(["--resume", str(run), "--steps", "3"])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
