@@ -184,7 +184,6 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
     solved = [pr for pr in problems if pr["c"]]
     right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == "correct"] for pr in solved]
-    diverse = [d for texts in right if (d := tasks.reasoning_diversity(texts)) is not None]  # >= 2 correct
     # ARM's scale: c(q) per problem, c(o|q) per completion (quantiles); the spread of c(o|q) within a problem
     # (sample std) is the spread of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
     deciles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
@@ -197,8 +196,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         length=sum(sum(pr["lengths"]) for pr in problems) / (P * n),
         entropy=ent_sum / max(n_tokens, 1.0),
         token_prob=prob_sum / max(n_tokens, 1.0),
-        distinct_correct=sum(tasks.distinct_correct(task, texts) for texts in right) / max(len(solved), 1),
-        reasoning_diversity=sum(diverse) / len(diverse) if diverse else math.nan,
+        **tasks.diversity(task, right),  # distinct_correct, reasoning_diversity
         conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
         c_q_p10=cq[0], c_q_p50=cq[1], c_q_p90=cq[2], c_q_question_p50=cq_question[1],
         c_o_p10=co[0], c_o_p50=co[1], c_o_p90=co[2], conf_spread=spread, conf_offset=offset,
@@ -290,7 +288,9 @@ def validate_grader(data_dir: str, names: list) -> dict:
                          "(a folder laid out like ../shared/data)")
     out = {}
     print("| set | graded | agreed | rate | notes |\n|---|---|---|---|---|")
-    sets = [(name, tasks.BENCHMARKS, name) for name in names] + [("mbpp train", tasks.TASKS, "mbpp")] * ("mbpp" in names)
+    sets = [(name, tasks.BENCHMARKS, name) for name in names]
+    if "mbpp" in names:  # and the split that progrpo.py --task mbpp trains on
+        sets.append(("mbpp train", tasks.TASKS, "mbpp"))
     for label, table, name in sets:
         raw = tasks.read_jsonl(Path(data_dir) / table[name][3])
         if name not in SOLUTIONS or any(SOLUTIONS[name] not in r for r in raw):  # e.g. a hub-format copy

@@ -176,13 +176,14 @@ def main(argv=None):
     check_args(args)
     ckpt, start = runs.check_run_folder(args)
     device = common.pick_device()
-    # config.json records what runs: NF4 and gradient checkpointing are CUDA-only, the tiny model is never 4-bit.
+    # config.json records what runs: NF4 and gradient checkpointing are CUDA-only; the tiny model is not 4-bit.
     args.load_in_4bit &= device == "cuda" and args.model != "tiny"
     args.gradient_checkpointing &= device == "cuda"
     torch.manual_seed(args.seed)
 
     # Data: the toy task, a local file, or a named set (hub or --data-dir).
-    task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir, args.instruction)
+    task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
+                            args.instruction)
     P, G = args.prompts_per_step, args.group_size
     eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "math500")).split(",")
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
@@ -287,8 +288,8 @@ def main(argv=None):
             if args.prompt_conf == "question":  # only those inside the question's text
                 prompt_mask *= common.question_mask(tok, prompts, [r["question"] for r in good], L)[:, 1:].to(
                     dev).repeat_interleave(G, 0)
-            c_q, c_o = torch.ones(len(good), device=dev), torch.ones(N, device=dev)  # (P,), (N,): filled below
-            adv, old, ent = torch.zeros(N, device=dev), torch.zeros_like(mask), torch.zeros_like(mask)  # (N,), (N, T)
+            c_q, adv = torch.ones(len(good), device=dev), torch.zeros(N, device=dev)  # (P,), (N,): filled below
+            old, ent = torch.zeros_like(mask), torch.zeros_like(mask)  # (N, T), from the first update's forward
             ref = None
             if args.beta:  # the reference policy: the same base with the adapter switched off
                 with model.disable_adapter():
@@ -308,9 +309,9 @@ def main(argv=None):
                     if u == 0:
                         old[rows], ent[rows] = logp.detach(), e.detach()
                         c_q[rows[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[rows[first]])
-                        c_o[rows] = arm.answer_confidence(old[rows], mask[rows], args.arm_low_frac)
-                        adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G], c_o[rows],
-                                                      c_q[rows // G], args.alpha)
+                        c_o = arm.answer_confidence(old[rows], mask[rows], args.arm_low_frac)  # (rows,)
+                        adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G], c_o, c_q[rows // G],
+                                                      args.alpha)
                     loss_tok, clipped = policy_loss(logp, old[rows], adv[rows], args.clip_low, args.clip_high,
                                                     ref[rows] if ref is not None else None, args.beta)
                     part = aggregate(loss_tok, mask[rows], args.loss_agg, n_tokens, N)
@@ -326,9 +327,7 @@ def main(argv=None):
 
             # 4. Log: every mean over completion tokens divides by their count; diversity is per solved group.
             groups, statuses = correct.sum(1), [s for _, s in graded]
-            right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(good))]  # solved groups'
-            solved = [tasks.distinct_correct(task, texts) for texts in right if texts]
-            diverse = [d for texts in right if (d := tasks.reasoning_diversity(texts)) is not None]  # >= 2 correct
+            right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(good))]  # per group
             m = dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(),
                      entropy=((ent * mask).sum() / mask[live].sum()).item(),  # scored rows; nan: all wrong
                      completion_len=mask.sum(1).mean().item(),
@@ -338,8 +337,7 @@ def main(argv=None):
                      all_correct=(groups == G).float().mean().item(),
                      mixed=((groups > 0) & (groups < G)).float().mean().item(),
                      all_wrong=(groups == 0).float().mean().item(),
-                     distinct_correct=sum(solved) / max(len(solved), 1),
-                     reasoning_diversity=sum(diverse) / len(diverse) if diverse else math.nan,
+                     **tasks.diversity(task, right),  # distinct_correct, reasoning_diversity
                      no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
                      timeouts=statuses.count("timeout"),
                      skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0)

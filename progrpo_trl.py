@@ -113,13 +113,9 @@ class ProGRPOTrainer(GRPOTrainer):
         # Metrics as progrpo.py logs them; TRL averages each over the generation batches of a logging step.
         texts, ok = gather_object(self._arm_texts), correct.tolist()  # N texts in rank order
         right = [[texts[p * G + g] for g in range(G) if ok[p][g]] for p in range(len(ok))]  # per group
-        diverse = [d for r in right if (d := tasks.reasoning_diversity(r)) is not None]  # groups with >= 2 correct
         metrics = {f"arm_{k}": v for k, v in arm.shift_stats(A, A_t).items()}
         metrics.update(all_correct=(correct.sum(dim=1) == G).float().mean().item(),  # share of the P groups
-                       reasoning_diversity=sum(diverse) / len(diverse) if diverse else math.nan)
-        if self.task is not None:  # distinct correct answers, mean over the groups with >= 1 correct
-            solved = [tasks.distinct_correct(self.task, r) for r in right if r]
-            metrics["distinct_correct"] = sum(solved) / max(len(solved), 1)
+                       **tasks.diversity(self.task, right))  # distinct_correct only with a task
         for name, value in metrics.items():
             if math.isfinite(value):  # NaN: nothing to measure in this batch (no signal, no 2 correct)
                 self._metrics[mode][name].append(value)

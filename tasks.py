@@ -6,6 +6,7 @@ tests to run, {"prefix", "suffix"} (code_rows).
 """
 import functools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -138,11 +139,12 @@ def code_rows(source, rows, limit=0) -> list:
         need = ("prompt", "test", "entry_point") if "entry_point" in row else ("text", "test_list")
         if missing := [f for f in need if not row.get(f)]:
             raise SystemExit(f"error: {source}: row {i} has no {missing[0]!r} (fields: {sorted(row)})")
-        out.append(dict(question=f"Complete this Python function:\n```python\n{row['prompt']}```",
-                        answer=dict(prefix=row["prompt"], suffix=f"{row['test']}\ncheck({row['entry_point']})"))
-                   if "entry_point" in row else
-                   dict(question=f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
-                        answer=dict(prefix=row.get("test_setup_code") or "", suffix="\n".join(row["test_list"]))))
+        if "entry_point" in row:  # HumanEval
+            out.append(dict(question=f"Complete this Python function:\n```python\n{row['prompt']}```",
+                            answer=dict(prefix=row["prompt"], suffix=f"{row['test']}\ncheck({row['entry_point']})")))
+        else:  # MBPP
+            out.append(dict(question=f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
+                            answer=dict(prefix=row.get("test_setup_code") or "", suffix="\n".join(row["test_list"]))))
     return out
 
 
@@ -206,7 +208,20 @@ def code_task(name: str, rows: list) -> Task:
 
 
 # ---------------------------------------------------------------------------------------------
-# Diversity among the correct completions of one problem (progrpo.py logs both per step, eval.py per benchmark).
+# Diversity among the correct completions of a problem: progrpo.py and progrpo_trl.py log it per step,
+# eval.py per benchmark.
+def diversity(task: Task | None, correct: list) -> dict:
+    """The two diversity metrics from correct[p], problem p's correct completions: distinct_correct, mean
+    over problems with >= 1 correct (0 when none; left out when task is None), and reasoning_diversity,
+    mean over problems with >= 2 correct (nan when none)."""
+    solved = [texts for texts in correct if texts]
+    diverse = [d for texts in solved if (d := reasoning_diversity(texts)) is not None]
+    out = {"reasoning_diversity": sum(diverse) / len(diverse) if diverse else math.nan}
+    if task is None:
+        return out
+    return {"distinct_correct": sum(distinct_correct(task, t) for t in solved) / max(len(solved), 1)} | out
+
+
 def distinct_correct(task: Task, texts: list) -> int:
     """Distinct correct answers among `texts`, the correct completions of one problem, as equivalence
     classes: a math answer is correct only when math-verify finds it equal to the gold, so all of them
