@@ -12,13 +12,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-# Third-party noise on CPU, silenced before the imports that make it: bitsandbytes looks for an
-# optional hub kernel on AVX512-BF16 machines and warns when it is absent; peft calls a
-# transformers method that v5 renamed.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# Third-party noise, silenced at its own loggers before the imports that make it (a run prints only
+# its own lines). peft imports bitsandbytes whenever it is installed, and on AVX512-BF16 CPUs
+# bitsandbytes then asks the hub, through the `kernels` package, for an optional CPU kernel and logs
+# that it could not get it ("Skipping publisher trust check ...", "Failed to load CPU gemm_4bit_forward
+# ..."); this project never runs a 4-bit base on the CPU. transformers 5.25 renamed gradient_checkpointing*
+# to activation_checkpointing*, which peft, TRL 1.16 and load_model still call (a FutureWarning each).
+for name in ("bitsandbytes", "kernels"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing", category=FutureWarning)
 
-import bitsandbytes.functional as bnbf  # noqa: E402
 import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
@@ -252,6 +255,7 @@ def sync_generation_copy(model, gen):
         layer = getattr(src, "base_layer", src)  # a LoRA-wrapped layer keeps the original here
         w = getattr(layer, attr)
         if hasattr(w, "quant_state"):  # bitsandbytes 4-bit: NF4 codes + scales -> dense
+            import bitsandbytes.functional as bnbf  # only with a 4-bit base (CUDA)
             w = bnbf.dequantize_4bit(w.data, w.quant_state)
         if attr == "weight" and layer is not src:
             w = w + sum(src.get_delta_weight(a) for a in src.active_adapters)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+import common  # first: it quiets bitsandbytes' import-time noise before peft imports it
 import datasets
 import torch
 from accelerate.utils import gather_object
@@ -32,11 +33,10 @@ from transformers import AutoTokenizer, BitsAndBytesConfig
 
 import arm
 import cli
-import common
 import progrpo
 import tasks
 
-TESTED = "trl==1.16.*"  # tested with trl 1.16.0, transformers 5.24, accelerate 1.15, peft 0.21, torch 2.13
+TESTED = "trl==1.16.*"  # tested with the versions of constraints.txt (trl 1.16.0)
 OVERRIDDEN = ("_generate_and_score_completions", "_calculate_rewards", "_get_per_token_logps_and_entropies")
 try:
     from trl import GRPOConfig, GRPOTrainer

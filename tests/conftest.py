@@ -1,6 +1,7 @@
 """Shared test set-up. Environment variables first: TRITON_INTERPRET must be set before any
 @triton.jit function is defined, and the hub must never be asked (offline, ~48 s of retries)."""
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("PROGRPO_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def noise(stderr: str) -> list:
+    """What a run wrote to stderr besides its own progress bars (tqdm redraws them after a carriage
+    return: 'steps: 50%|...', an evaluated benchmark's name): library warnings, tracebacks."""
+    return [s for s in re.split(r"[\r\n]", stderr) if s.strip() and not re.match(r"\s*[\w/.-]+: +\d+%\|", s)]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import noise
 
 import common
 import eval as ev
@@ -168,6 +169,7 @@ def cli_run(tmp_path_factory):
 def test_cli_writes_result(cli_run):
     proc, out = cli_run
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert noise(proc.stderr) == []  # only its progress bar: no library warnings
     result = json.loads(out.read_text())
     demo = result["benchmarks"]["demo"]
     assert result["config"]["n"] == 4 and demo["ks"] == [1, 2, 4]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import noise
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -37,6 +38,7 @@ def mean(rows, key):  # over the steps that measured it (entropy is null when ev
 def test_demo_two_steps_writes_metrics_config_and_a_loadable_adapter(tmp_path):
     p = train("--steps", 2, "--out", tmp_path, "--eval-every", 2, "--eval-n", 4)
     assert "summary" in p.stdout and "step    2/2" in p.stdout and "eval demo: pass@1" in p.stdout
+    assert noise(p.stderr) == [] and "steps: 100%|" in p.stderr  # only its own progress bar
     rows = metrics(tmp_path)
     assert [m["step"] for m in rows] == [1, 2]
     assert "eval/demo/pass@1" not in rows[0] and 0 <= rows[1]["eval/demo/pass@1"] <= rows[1]["eval/demo/pass@4"] <= 1
