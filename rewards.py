@@ -1,46 +1,13 @@
-"""Verifiable rewards: is a completion's final answer equivalent to the reference answer?
+"""Verifiable rewards: is a completion's final answer equivalent to the reference answer? Rules: docs/grading.md.
 
-What counts as correct
-    The final answer is the content of the completion's LAST OUTERMOST ``\\boxed{}`` / ``\\fbox{}`` / ``\\framebox{}``
-    (``\\boxed 5`` accepted; a ``\\textbf{}`` / ``\\mathbf{}`` around it and a final full stop dropped), else the text
-    after its last ``####`` (GSM8K), else none; an empty or cut-off last box (``... \\boxed{12``) is no answer, never a
-    fall-back to an earlier draft. Thousands separators go only when the whole answer is one number (``(3,100)`` stays a
-    tuple). A gold given as a full solution is extracted the same way; ``$..$`` is stripped. math-verify parses both,
-    the box content as ONE LaTeX expression, and ``verify(gold, pred)`` compares them, gold FIRST (it simplifies
-    assignments such as ``x=3`` on the gold side). Reward 1.0 needs an equivalent pair and no refusal:
-
-What the grader refuses, and why (each a reward hack that math-verify's leniency let through)
-    1. A box inside the final box (``\\boxed{3 \\boxed{7}}``) makes it no answer, as neither is a clean one.
-    2. An answer that does not parse as a whole is wrong, where math-verify pulled a number out of it
-       (``\\sout{8} 7``, ``\\approx 7``).
-    3. An answer may hold no more relations (=, <, \\le, \\approx, \\in, ...) than the gold once one leading
-       ``name =`` is dropped (``x``, ``AB``, ``f(3)``: no number or text of its own), since math-verify
-       keeps the right side of ``8 = 7`` or ``x = 8 = 7``.
-    4. Text (``\\text``, ``\\mbox``, ``\\mathrm``, ...) may only be the whole answer (``\\text{Evelyn}``), a
-       subscript, or ONE trailing unit of letters, spaces and ``.~/()`` with no hedge word (or, maybe,
-       about, ...; bare trailing words, ``5 cm``, are a unit on the same terms), since math-verify drops
-       trailing text (``7 \\text{ (or maybe 8)}`` was 7).
-    5. Against a plain-number gold (integer, decimal, percent, degrees, money, reduced fraction, mixed or
-       scientific number; a unit allowed) the answer must be such a number too, since math-verify
-       evaluates the question's arithmetic (``7 + 3``, ``\\frac{20}{2}``); other golds (``2\\pi``) are free.
-    6. A bare word of two or more letters is compared as a word (``\\text{True}``), never as a
-       commutative product of one-letter variables (where ``rtue`` equals ``True``).
-
-Accounting (``grade`` returns ``(reward, status)``; nothing here raises on bad input)
-    "correct"   1.0   some gold/pred parse pair verifies equal.
-    "wrong"     0.0   not equal (a comparison that raises counts as not equal), unparseable, or refused.
-    "no_answer" 0.0   nothing extractable from the completion (none, empty, cut off, box in the box).
-    "timeout"   0.0   a parse or comparison ran past ``timeout`` seconds (gold's or pred's).
-    "bad_gold"  0.0   the gold is not a string or finite number, cannot be extracted, or parses to no
-                      math object or an undefined one (zoo, nan; +-oo is fine): ``math_reward`` -> None.
-    math-verify runs with ``raise_on_error=True``: with False a timeout is a silent ``[]`` / ``False``,
-    like a parse failure or a wrong answer (its TimeoutException, a BaseException, is caught).
-    ``gold_status(gold)`` -> "ok" / "bad_gold" decides all about a gold, once per problem: on top of
-    ``grade``'s checks it evaluates the gold and verifies it against itself and a nearby wrong answer
-    under the timeout, so a gold that would time out on every completion (``9^{9^{9}}``) is refused.
-    Timeouts: math-verify arms SIGALRM (whole seconds, main thread only), so ``timeout`` is rounded up
-    to an int >= 1 per parse and comparison, and another thread gets RuntimeError, not an unbounded grade.
-
+The answer is the completion's LAST OUTERMOST ``\\boxed{}`` (``\\fbox``, ``\\framebox``), else the text after its last
+``####``, else none (an empty or cut-off last box is none: never an earlier draft). A plain-number gold is graded HERE:
+the answer must be one number (``1\\,000`` is 1000, ``7 3`` is none) of the same value, with only allow-listed units
+(``_UNITS``; ``7\\%`` is 7). Other golds go to math-verify's ``verify(gold, pred)`` past rules 1-6 (see the code).
+``grade`` -> (reward, status), never raises: "correct" 1.0, else 0.0 and "wrong", "no_answer", "timeout" (every step,
+extraction included, bounded by ``timeout``: SIGALRM, whole seconds >= 1, main thread only) or "bad_gold".
+``gold_status`` -> "ok" / "bad_gold", once per problem: bad when unparseable or undefined, slower than the timeout to
+evaluate or compare, or not matched by its own text (then no answer could match it: ``5 apples``).
 Code tasks: ``code_program`` builds the program that sandbox.py runs from the completion's code block.
 """
 import ast
@@ -48,6 +15,7 @@ import contextlib
 import math
 import re
 import threading
+from fractions import Fraction
 
 from math_verify import LatexExtractionConfig, parse, verify
 from math_verify import utils as mv_utils
@@ -58,33 +26,38 @@ _FENCE = re.compile(r"^[ \t]*```[ \t]*(\S*).*$", re.M)  # a fence line; group 1:
 _BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
 _BRACE = re.compile(r"\\.|[{}]", re.S)  # an escaped char or a brace
 _BOLD = re.compile(r"\\(?:textbf|mathbf)\{(.*)\}")  # \boxed{\textbf{(073)}}: the AIME solutions' style
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # a single number with separators
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0),)  # the box we wrap an answer in, as LaTeX
-# rule 3: relation symbols; a command must end there (\le is not \left, \in is not \infty)
+_TIDY = re.compile(r"\\(?:text)?color\s*\{[^{}]*\}|\\displaystyle(?![A-Za-z])")  # dropped from every answer
+# rule 3: relation symbols (a command must end there: \le is not \left, \in is not \infty), one spelling each
 _RELATION = re.compile(r"[=<>≈≠≤≥]|\\(?:le|leq|leqslant|ge|geq|geqslant|lt|gt|ne|neq|not|approx|sim|simeq|"
                        r"cong|equiv|doteq|propto|in|notin|ni|to|gets|rightarrow|Rightarrow|implies|iff)(?![A-Za-z])")
-# a name to drop before "=": x, AB, \angle A, x_1, f(3); no number or \text of its own (8 = 7)
-_ASSIGN = re.compile(r"\s*(?=[A-Za-z\\])(?:[A-Za-z\s'{}]|\\(?!text|mbox|mathrm|hbox)[A-Za-z]+(?![A-Za-z])"
-                     r"|[_^](?:\w|\{\w+\})|\([^()=]*\))+\s*(?:=|\\in(?![A-Za-z]))")
-# rule 4: text commands (math-verify turns \mathrm and \text.. into \text), a unit, a hedge word
+_SAME = dict(zip(r"≤ \leq \leqslant ≥ \geq \geqslant ≠ \neq ≈ \lt \gt \Rightarrow".split(),
+                 r"\le \le \le \ge \ge \ge \ne \ne \approx < > \implies".split()))
+# a name to drop before "=" or \in: x, AB, \angle A, \theta, x_1, f(3), x'; one token at a time (linear time)
+_NAME = (r"[A-Za-z'{}]|_(?:\w|\{\w+\})|\([\w ,.+-]*\)|\\(?:angle|overline|(?i:(?:var)?(?:alpha|beta|gamma|delta|epsilon"
+         r"|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|pi|rho|sigma|tau|upsilon|phi|chi|psi|omega)))(?![A-Za-z])")
+_ASSIGN = re.compile(rf"\s*(?=[A-Za-z\\])(?:(?:{_NAME})\s*)+(?:=|\\in(?![A-Za-z]))")
+# rule 4: text commands (math-verify turns \mathrm and \text.. into \text); the unit allow-list (singular forms)
 _TEXT = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|hbox|mathrm)\s*(?=\{\s*[^\s}])")
-_UNIT = re.compile(r"\s*\\%\s*|(?=[^A-Za-z]*[A-Za-z])[A-Za-z .~/()]*")  # \%, or some letter (linear time)
-_UNIT_POWER = re.compile(r"(?:\^\s*(?:\d|\{\s*\d\s*\}))?")  # cm^2, cm^{3}
-_HEDGE = re.compile(r"\b(?:or|and|not|no|maybe|perhaps|possibly|probably|likely|about|around|approx|"
-                    r"approximately|roughly|nearly|almost|least|most|than|either|guess|unsure)\b", re.I)
-# rule 5: a plain number (7, .5, 3\times10^{8}, 4\frac{2}{3}, 3/4; fractions short enough for int()) once
-# spacing, \left( \right), \$, %, degree sign and separators are gone
-_PLAIN = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:(?:\\times|\\cdot)10\^(?:\d|\{[+-]?\d+\}))?"
-                    r"|[+-]?\d*(?P<frac>\\[dt]?frac(?P<a>\d|\{-?\d{1,99}\})(?P<b>\d|\{\d{1,99}\}))"
-                    r"|[+-]?(?P<c>\d{1,99})/(?P<d>\d{1,99})")
-_DECOR = re.compile(r"\s+|~|\\[!,;: ]|\\q?quad|\\displaystyle|\\(?:left|right)(?![A-Za-z])|\\(?:text|mbox)\{\s*\}"
-                    r"|\\\$|\$|\{,\}|\\%$|%$|\^\s*\\circ$|\^\s*\{\s*\\circ\s*\}$|°$|\\degree$")
-_WORD = re.compile(r"[A-Za-z]{2,}")  # rule 6
+_UNITS = frozenset("""dollar buck cent penny pennies euro yen rupee usd second sec minute min hour hr day week month
+    year yr decade century centuries acre cc mm cm km meter metre millimeter millimetre centimeter centimetre kilometer
+    kilometre inch in foot feet ft yard yd mile mi mg kg gram kilogram milligram lb pound oz ounce ton tonne ml liter
+    litre milliliter millilitre gallon gal quart qt pint pt cup tablespoon tbsp teaspoon tsp square sq cubic per mph kph
+    degree deg radian rad celsius fahrenheit calorie cal kcal percent percentage point unit m s h g l L C F""".split())
+_UNIT = re.compile(r"(?:[A-Za-z]+(?![A-Za-z])(?: ?\^(?:[23]|\{[23]\}))?|[\s()./-]|\\%|%)*")  # words, ^2, / (linear)
+# rule 5 (plain numbers): \text{..} unwrapped; currency, %, degree, feet/inch marks, spacing: one space each
+_UNWRAP = re.compile(r"\\(?:text\w*|mbox|hbox|mathrm|mathbf|boldsymbol)\s*\{([^{}]*)\}")
+_SYMBOL = re.compile(r"\\[$%,;: ]|[$%~€£¥¢°′″'\"]|\\(?:q?quad|[a-z]*space|left|right|degree|euro|pounds|circ)"
+                     r"(?![A-Za-z])|\^\s*(?:\\circ|\\prime|\{\s*(?:\\circ|\\prime(?:\s*\\prime)?)\s*\})")
+_INT = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+|\d+"  # 1,000 / 1 000 (from 1\,000) / 1000
+_VALUE = re.compile(r"(?P<s>[+-]?) ?(?:(?:(?P<w>\d+) ?)?\\[dt]?frac ?(?P<a>\d|\{ ?-?\d+ ?\}) ?(?P<b>\d|\{ ?\d+ ?\})"
+                    rf"|(?:(?P<x>\d+) )?(?P<c>\d+) ?/ ?(?P<d>\d+)|(?P<n>(?:{_INT})(?:\.\d+)?|\.\d+)"
+                    r"(?: ?(?:\\times|\\cdot|×) ?10 ?\^ ?(?P<e>\d|\{ ?[+-]?\d{1,3} ?\})|[eE](?P<f>[+-]?\d{1,3}))?)"
+                    r" ?(?P<u>.*)", re.A)  # ASCII digits only
 
 
 def _box_content(text: str, start: int) -> tuple[str | None, int]:
-    """Argument of the box command ending at ``start`` (a braced group or one bare token) and
-    where it ends; None when it is missing or unterminated (then it runs to the end of ``text``)."""
+    """The box's argument from ``start`` (a braced group or one bare token) and its end; None: missing or cut off."""
     i = len(text) - len(text[start:].lstrip(" \t"))
     if text[i : i + 1] == "{":
         depth = 0
@@ -113,73 +86,86 @@ def extract_answer(text: str) -> str | None:
         return None  # rule 1: a box inside the final box
     if ans and (bold := _BOLD.fullmatch(ans.strip())):
         ans = bold.group(1)
-    return (ans and _strip_separators(ans.strip().rstrip(".").strip())) or None  # "\boxed{104.}": a full stop
+    return (ans and _tidy(ans.strip().rstrip(".").strip())) or None  # "\boxed{104.}": a full stop
 
 
-def _strip_separators(ans: str) -> str:
-    """'1,000' / '1{,}000' / '1,\\!000' -> '1000', only when the whole answer is one number."""
+def _tidy(ans: str) -> str:
+    """Unicode minus -> '-', no \\color or \\displaystyle; '1,000' / '1{,}000' / '1,\\!000' -> '1000' if it is all."""
+    ans = _TIDY.sub("", ans.replace("−", "-")).strip()
     flat = re.sub(r"\{,\}|,\\!\s*|,\\,", ",", ans).strip()
-    return flat.replace(",", "") if _NUMBER.fullmatch(flat) else ans
+    return flat.replace(",", "") if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", flat) else ans
 
 
 def _clean_gold(gold) -> str | None:
-    if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold):
-        gold = str(gold)
+    gold = str(gold) if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold) else gold
     if not isinstance(gold, str) or gold.strip().lstrip("+-") in ("nan", "inf"):
         return None  # bool, None, dict, list, nan, inf (also as str(float), as a caller may pass it)
     if _BOX.search(gold) or "####" in gold:
         return extract_answer(gold)
     if len(gold := gold.strip()) >= 2 and gold[0] == gold[-1] == "$":
         gold = gold.strip("$").strip()
-    return _strip_separators(gold) or None
+    return _tidy(gold) or None
 
 
-def _without_unit(ans: str) -> str | None:
-    """Rule 4: ``ans`` without its trailing unit, the content of a whole-answer text, or None
-    when it holds text anywhere else. Text in a subscript (``\\lambda_{\\text{red}}``) is a name."""
+def _is_unit(text: str) -> bool:
+    """Rule 4: ``text`` is empty or a unit from the allow-list (a plural too; ``per`` or ``square`` not last)."""
+    words = [w if len(w) == 1 else w.lower() for w in re.findall(r"[A-Za-z]+", text)] if _UNIT.fullmatch(text) else [""]
+    return all(w in _UNITS or (w[-1:] == "s" and w[:-1] in _UNITS) or (w[-2:] == "es" and w[:-2] in _UNITS)
+               for w in words) and not (words and words[-1] in ("per", "square", "sq", "cubic"))
+
+
+def _text_ok(ans: str) -> bool:
+    """Rule 4: text is the whole answer, in a subscript (a name: ``\\lambda_{\\text{red}}``) or one trailing unit."""
     texts = [m for m in _TEXT.finditer(ans) if not ans[: m.start()].rstrip().endswith(("_", "_{"))]
-    if not texts:  # bare trailing words ("5 cm", "18 apples"), found in the reversed string (linear time)
+    if not texts:  # bare trailing words after a number ("5 cm"; not "5 apples"), in the reversed string (linear)
         tail = re.match(r"[A-Za-z .]*", ans[::-1]).group()[::-1]
-        head = ans[: len(ans) - len(tail)]
-        unit = _UNIT.fullmatch(tail) and not _HEDGE.search(tail)
-        return head if head.strip() and not head.endswith("\\") and unit else ans  # not 2\pi
+        word = re.search(r"\s[A-Za-z]{2}", tail)  # a word, not a variable ("7.6 Z", "1+\sqrt{3} i")
+        return _is_unit(tail) or not (word and re.search(r"[\d}]\s*$", ans[: len(ans) - len(tail)]))
     content, end = _box_content(ans, texts[-1].end())
-    if len(texts) > 1 or content is None or not _UNIT_POWER.fullmatch(ans[end:].strip()):
+    if len(texts) > 1 or content is None or not re.fullmatch(r"(?:\^\s*(?:\d|\{\s*\d\s*\}))?", ans[end:].strip()):
+        return False
+    return not ans[: texts[-1].start()].strip() or _is_unit(content)  # \text{Evelyn}; 5 \text{cm}
+
+
+def _number(ans: str) -> tuple[Fraction, int] | None:
+    """A plain number's value and decimal places (-1: a fraction), or None when ``ans`` is no plain number."""
+    s = ans.replace("{,}", ",").replace("\\!", "")  # 10,\!080
+    for _ in range(3):  # \text{\$70,000}, \mathbf{18}: unwrapped, three deep at most
+        s = _UNWRAP.sub(r" \1 ", s)
+    s = " ".join(_SYMBOL.sub(" ", s).split())
+    while s[:1] + s[-1:] == "{}" or (s[:1] + s[-1:] == "()" and "," not in s):  # {18}, AIME's (073); not (3,100)
+        s = s[1:-1].strip()
+    s = re.sub(r"(?i)^(?:the )?(?:final )?answer(?: is)?:? ?", "", s)  # \text{Answer: } 5
+    if not (m := _VALUE.fullmatch(s)) or not _is_unit(m["u"]):
         return None
-    head = ans[: texts[-1].start()]  # unstripped: "7 \ \text{cm}" keeps its "\ "
-    if not head.strip():
-        return content.strip()  # the whole answer is text: \text{Evelyn}
-    return head if _UNIT.fullmatch(content) and not _HEDGE.search(content) else None
+    try:
+        if m["n"]:  # a decimal, maybe in scientific notation (its mantissa in [1, 10))
+            n, e = Fraction(m["n"].replace(",", "").replace(" ", "")), int((m["e"] or m["f"] or "0").strip("{} "))
+            value, places, ok = n * Fraction(10) ** e, max(0, len(m["n"].partition(".")[2]) - e), e == 0 or 1 <= n < 10
+        else:  # a fraction in lowest terms; a mixed number's fraction is proper
+            whole, (a, b) = m["w"] or m["x"], (int(x.strip("{} ")) for x in (m["a"] or m["c"], m["b"] or m["d"]))
+            value, places = int(whole or 0) + Fraction(a, b), -1
+            ok = b > 1 and math.gcd(a, b) == 1 and (not whole or 0 < a < b)
+    except (ValueError, ZeroDivisionError):  # over 4300 digits, 1/0
+        return None
+    return ((-value if m["s"] == "-" else value), places) if ok else None
 
 
-def _plain_number(ans: str | None) -> bool:
-    """Rule 5: ``ans`` (units already gone; None is no number) is one number, a fraction only in lowest terms."""
-    flat = _DECOR.sub("", ans or "")
-    flat = flat.replace(",", "") if _NUMBER.fullmatch(flat) else flat
-    while flat[:1] + flat[-1:] in ("()", "{}"):  # {18}, AIME's \textbf{(073)}; a tuple keeps its comma
-        flat = flat[1:-1]
-    m = _PLAIN.fullmatch(flat)
-    if not m or not (m["frac"] or m["c"]):
-        return bool(m)
-    a, b = (int(x.strip("{}")) for x in ((m["a"], m["b"]) if m["frac"] else (m["c"], m["d"])))
-    return b > 1 and math.gcd(a, b) == 1
-
-
-def _refuse(pred: str, gold: str) -> str | None:
-    """Rules 3-5: the prediction to hand to math-verify, or None when it is refused."""
-    n_gold, m = len(_RELATION.findall(gold)), _ASSIGN.match(pred)
-    if len(_RELATION.findall(pred)) > n_gold and m and len(_RELATION.findall(m.group())) == 1:
+def _refuse(pred: str, gold: str, numeric: bool) -> str | None:
+    """Rules 3-4: the prediction to compare (a leading assignment dropped), or None when it is refused."""
+    relations = lambda ans: [_SAME.get(r, r) for r in _RELATION.findall(ans)]  # noqa: E731
+    gold_relations = relations(gold)
+    if (m := _ASSIGN.match(pred)) and len(relations(pred)) > len(gold_relations):
         pred = pred[m.end() :]  # "x = 5" against "5": the assignment is not a second answer
-    core = _without_unit(pred)
-    refused = core is None or (_plain_number(_without_unit(gold)) and not _plain_number(core))
-    return None if refused or len(_RELATION.findall(pred)) > n_gold else pred
+    if relations(pred) not in ([], gold_relations):
+        return None  # 8 = 7, x \approx 5 against x = 5
+    return pred if numeric or _text_ok(pred) else None  # a plain number is checked by _number
 
 
 def _parse(ans: str, timeout: int) -> list:
-    """math-verify parse of one answer string; raises TimeoutException, [] on any other error.
-    ``first_match``: if the whole box does not parse, do not try a number found inside it (rule 2)."""
-    # rule 6; "~" is a LaTeX non-breaking space, which latex2sympy fails on after \frac{3}{4}
-    ans = ("\\text{" + ans + "}" if _WORD.fullmatch(ans) else ans).replace("~", " ")
+    """math-verify parse of one answer; raises TimeoutException, [] on any other error. ``first_match``: if the whole
+    box does not parse, no number found inside it (rule 2). Rule 6; "~" (a space) fails latex2sympy after \\frac34."""
+    ans = ("\\text{" + ans + "}" if re.fullmatch(r"[A-Za-z]{2,}", ans) else ans).replace("~", " ")
     try:
         return parse("\\boxed{" + ans + "}", extraction_config=_CONFIG, extraction_mode="first_match",
                      parsing_timeout=timeout, raise_on_error=True)
@@ -187,11 +173,13 @@ def _parse(ans: str, timeout: int) -> list:
         return []
 
 
-def _gold_objects(gold, secs: int) -> tuple[str | None, list]:
-    """The cleaned gold and its parsed math objects ([] when it is a bad gold); raises TimeoutException."""
-    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)] if (gold_ans := _clean_gold(gold)) else []
-    # [] also when only math-verify's raw-string fallback came back, or for 1/0, 0/0 (equal to nothing)
-    return gold_ans, ([] if any(g.has(nan, zoo) for g in objs) else objs)
+def _gold(gold, secs: int) -> tuple[str | None, tuple | None, list]:
+    """The cleaned gold, its value if a plain number, else its math objects ([] both: a bad gold); may time out."""
+    gold_ans = mv_utils.timeout(secs)(_clean_gold)(gold)
+    if not gold_ans or (value := mv_utils.timeout(secs)(_number)(gold_ans)):
+        return gold_ans, (value if gold_ans else None), []
+    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)]  # [] also: only its raw-string fallback
+    return gold_ans, None, ([] if any(g.has(nan, zoo) for g in objs) else objs)
 
 
 def _alarm_seconds(timeout: float) -> int:
@@ -200,18 +188,29 @@ def _alarm_seconds(timeout: float) -> int:
     return max(1, math.ceil(timeout))
 
 
+def _answer(completion, gold_ans: str, value: tuple | None) -> tuple[str, str | None]:
+    """(status, prediction for math-verify): extraction, the refusals and, for a plain-number gold, the grade."""
+    if (pred := extract_answer(completion)) is None:
+        return "no_answer", None
+    if (pred := _refuse(pred, gold_ans, value is not None)) is None or value is None:
+        return ("wrong" if pred is None else "math-verify"), pred
+    got = _number(pred)
+    (x, fx), (d, places) = sorted((value, got), key=lambda v: v[1]) if got else ((0, 0), (1, 0))  # (fraction, decimal)
+    # equal, or a decimal of 3+ places that is the other side, a fraction, rounded to its places (0.333 for 1/3)
+    return ("correct" if x == d or (fx == -1 and places >= 3 and round(x, places) == d) else "wrong"), None
+
+
 def grade(completion: str, gold, timeout: float = 5) -> tuple[float, str]:
     """(reward, status) for ``completion`` against the reference answer ``gold``; see module doc."""
     secs = _alarm_seconds(timeout)
     try:
-        gold_ans, gold_parsed = _gold_objects(gold, secs)
-        if not gold_parsed:
+        gold_ans, value, gold_parsed = _gold(gold, secs)
+        if not (value or gold_parsed):
             return 0.0, "bad_gold"
-        if (pred_ans := extract_answer(completion)) is None:
-            return 0.0, "no_answer"
-        if (pred_ans := _refuse(pred_ans, gold_ans)) is None:
-            return 0.0, "wrong"
-        pred_parsed = _parse(pred_ans, secs)
+        status, pred = mv_utils.timeout(secs)(_answer)(completion, gold_ans, value)  # bounded, however long
+        if status != "math-verify":
+            return float(status == "correct"), status
+        pred_parsed = _parse(pred, secs)
     except TimeoutException:
         return 0.0, "timeout"
     if not pred_parsed:
@@ -230,20 +229,21 @@ def grade(completion: str, gold, timeout: float = 5) -> tuple[float, str]:
 
 
 def gold_status(gold, timeout: float = 5) -> str:
-    """"ok" or "bad_gold": everything about a gold answer, decided once per problem (see module doc).
-    Each step runs under ``timeout``; a gold that times out would cost that on every completion."""
+    """"ok" or "bad_gold", decided once per problem (module doc); each step runs under ``timeout``."""
     secs = _alarm_seconds(timeout)
     try:
-        _, objs = _gold_objects(gold, secs)
+        gold_ans, value, objs = _gold(gold, secs)
+        if not (value or objs) or grade("\\boxed{" + gold_ans + "}", gold, timeout) != (1.0, "correct"):
+            return "bad_gold"  # no value, or no answer can match it (its own text does not)
         for g in objs:  # the gold evaluated, and a wrong answer of its shape (each number plus one)
-            value, nearby = mv_utils.timeout(secs)(lambda: (g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})))()
-            if value.has(nan, zoo) or not verify(g, g, timeout_seconds=secs, raise_on_error=True):
+            done, nearby = mv_utils.timeout(secs)(lambda: (g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})))()
+            if done.has(nan, zoo) or not verify(g, g, timeout_seconds=secs, raise_on_error=True):
                 return "bad_gold"  # \infty - \infty: undefined once evaluated
             with contextlib.suppress(Exception):  # only its cost matters: an error is "not equal" in grade, as here
                 verify(g, nearby, timeout_seconds=secs, raise_on_error=True)
     except (TimeoutException, Exception):  # TimeoutException is a BaseException
         return "bad_gold"  # it would time out on every completion, or it is no value at all
-    return "ok" if objs else "bad_gold"
+    return "ok"
 
 
 def math_reward(completion: str, gold) -> float | None:

@@ -181,7 +181,7 @@ def test_numeric_gold_types():
     (r"\boxed{1,000}", "1000", 1.0),
     (r"\boxed{- 7}", "-7", 1.0),
     (r"\boxed{3 \times 10^{8}}", "300000000", 1.0),             # scientific notation is a number
-    (r"\boxed{10\%}", "10", 1.0),                               # math-verify: 10% and 10 both accepted
+    (r"\boxed{10\%}", "10", 1.0),                               # one reading: % is a unit, dropped (never /100)
     (r"\boxed{10}", r"10\%", 1.0),
     (r"\boxed{\$18.90}", r"\$18.90", 1.0),
     (r"\boxed{30}", r"30^\circ", 1.0),
@@ -204,7 +204,8 @@ def test_numeric_gold_types():
     (r"\boxed{18\text{\%}}", "18", 1.0),
     (r"\boxed{18 \text{ (units)}}", "18", 1.0),
     (r"\boxed{\frac{3}{4}~\text{cm}}", r"\frac34", 1.0),
-    (r"\boxed{18 apples}", "18", 1.0),                          # 4: a bare unit word (math-verify drops it)
+    (r"\boxed{18 dollars}", "18", 1.0),                         # 4: a bare unit word from the allow-list
+    (r"\boxed{18 apples}", "18", 0.0),                          # 4: a count noun is no unit (issue 17: allow-list)
     (r"\boxed{5 cm}", "5", 1.0),
     (r"\boxed{AB = 18}", "18", 1.0),                            # 3: a name is dropped before "="
     (r"\boxed{f(3) = 18}", "18", 1.0),
@@ -268,9 +269,10 @@ def _sleepy(*args, **kwargs):
 def test_comparison_timeout_is_a_counted_zero(monkeypatch):
     handler = signal.getsignal(signal.SIGALRM)
     monkeypatch.setattr(math_verify.grader, "sympy_expr_eq", _sleepy)
-    # "2.0" vs "2": the raw-string fallbacks differ, so only the (stalled) sympy comparison can decide
+    # "2.0\pi" vs "2\pi": the raw-string fallbacks differ, so only the (stalled) sympy comparison can decide
+    # (a plain-number gold such as "2" is compared in rewards.py, without math-verify)
     start = time.perf_counter()
-    assert grade(r"\boxed{2.0}", "2", timeout=1) == (0.0, "timeout")  # real alarm, not a mock raise
+    assert grade(r"\boxed{2.0\pi}", r"2\pi", timeout=1) == (0.0, "timeout")  # real alarm, not a mock raise
     assert time.perf_counter() - start < 10
     assert signal.getsignal(signal.SIGALRM) == handler and signal.alarm(0) == 0  # nothing left armed
 
@@ -284,9 +286,9 @@ def test_parse_timeout_is_a_counted_zero(monkeypatch):
         return real(pred, *args, **kwargs)
 
     monkeypatch.setattr(math_verify.parser, "extract_target_from_pred", slow_on_marker)
-    assert grade(r"\boxed{999}", "2", timeout=0.2) == (0.0, "timeout")  # prediction parse
-    assert grade(r"\boxed{2}", "999", timeout=1) == (0.0, "timeout")    # gold parse
-    assert grade(r"\boxed{2}", "2", timeout=1) == (1.0, "correct")
+    assert grade(r"\boxed{999\pi}", r"2\pi", timeout=0.2) == (0.0, "timeout")  # prediction parse
+    assert grade(r"\boxed{2\pi}", r"999\pi", timeout=1) == (0.0, "timeout")    # gold parse
+    assert grade(r"\boxed{2\pi}", r"2\pi", timeout=1) == (1.0, "correct")
 
 
 def test_errors_are_counted_not_raised(monkeypatch):
@@ -294,9 +296,10 @@ def test_errors_are_counted_not_raised(monkeypatch):
         raise RuntimeError("sympy blew up")
 
     monkeypatch.setattr(math_verify.grader, "sympy_expr_eq", boom)
-    assert grade(r"\boxed{2.0}", "2") == (0.0, "wrong")
+    assert grade(r"\boxed{2.0\pi}", r"2\pi") == (0.0, "wrong")
     monkeypatch.setattr(math_verify.parser, "extract_target_from_pred", boom)
-    assert grade(r"\boxed{2}", "2") == (0.0, "bad_gold")
+    assert grade(r"\boxed{2\pi}", r"2\pi") == (0.0, "bad_gold")
+    assert grade(r"\boxed{2}", "2") == (1.0, "correct")  # a plain-number gold never reaches math-verify
 
 
 def test_grade_refuses_other_threads():
