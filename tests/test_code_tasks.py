@@ -21,7 +21,8 @@ def test_mbpp_rows(shared_data):
     assert len(tasks.load_problems("mbpp", tasks.BENCHMARKS, str(shared_data))) == 500  # the test split
     first = raw[0]
     assert rows[0]["question"] == f"{first['text']}\nYour code should pass this test:\n{first['test_list'][0]}"
-    assert rows[0]["answer"] == {"prefix": first["test_setup_code"], "suffix": "\n".join(first["test_list"])}
+    assert rows[0]["answer"] == {"prefix": first["test_setup_code"], "suffix": "\n".join(first["test_list"]),
+                                 "calls": ["Pair", "max_chain_length"]}  # the program's, called in its sandbox
 
 
 def test_humaneval_rows(shared_data):
@@ -30,7 +31,8 @@ def test_humaneval_rows(shared_data):
     assert len(rows) == 3
     for row, r in zip(rows, raw):
         assert row["question"] == f"Complete this Python function:\n```python\n{r['prompt']}```"
-        assert row["answer"] == {"prefix": r["prompt"], "suffix": f"{r['test']}\ncheck({r['entry_point']})"}
+        assert row["answer"] == {"prefix": r["prompt"], "suffix": f"{r['test']}\ncheck({r['entry_point']})",
+                                 "calls": [r["entry_point"]]}
 
 
 def test_code_row_without_tests_is_one_line(tmp_path):
@@ -58,14 +60,67 @@ def test_canned_completions_are_graded_in_the_sandbox(shared_data):
     graded = task.grade(completions, [gold] * len(completions))
     assert graded == [(1.0, "correct"), (1.0, "correct"), (0.0, "failed"), (0.0, "error"), (0.0, "no_code"),
                       (0.0, "error")]
-    assert task.extract(completions[0]) == task.extract(completions[1]) is not None  # one distinct program
-    assert task.extract(completions[0]) != task.extract(completions[2])
-    assert task.extract(completions[4]) is None
+    assert task.extract(completions[0], gold) == task.extract(completions[1], gold) is not None  # one program
+    assert task.extract(completions[0], gold) != task.extract(completions[2], gold)
+    assert task.extract(completions[4], gold) is None
+
+
+EQUAL_TO_ANYTHING = """
+class Anything:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    __lt__ = __le__ = __gt__ = __ge__ = __contains__ = __eq__
+    def __abs__(self): return self
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __neg__ = __abs__
+    def __bool__(self): return True
+    def __len__(self): return 0
+    def __hash__(self): return 0
+    def __iter__(self): return iter(())
+"""
+SETTRACE = """
+import sys
+def _skip(frame, event, arg):  # jumps the grader's failing assert, if it ran in this process
+    if event == "line" and frame.f_code.co_filename != __file__:
+        try:
+            frame.f_lineno = frame.f_lineno + 1
+        except ValueError:
+            pass
+    return _skip
+"""
+FRAMES = """
+import gc, sys
+def _sentinel():  # digs whatever the harness holds out of its frames and the heap, and returns it
+    found = []
+    frame = sys._getframe(1)
+    while frame:
+        found += [v for v in frame.f_locals.values() if isinstance(v, (str, bytes))]
+        frame = frame.f_back
+    found += [o for o in gc.get_objects() if isinstance(o, dict) and "expected" in o]
+    return found
+"""
+
+
+@pytest.mark.parametrize("kind", ["equal to anything", "settrace skipping asserts", "the harness's frames"])
+def test_reward_hacks_score_zero(shared_data, kind):
+    """The three hacks of issue 18, on both code sets: each scores 0 through task.grade."""
+    for name, limit in (("humaneval", 3), ("mbpp", 3)):
+        task = tasks.load_task(name, tasks.BENCHMARKS, str(shared_data), limit=limit)
+        completions = []
+        for row in task.rows:
+            entry = row["answer"]["calls"][0]
+            body = {"equal to anything": (EQUAL_TO_ANYTHING, "return Anything()"),
+                    "settrace skipping asserts": (SETTRACE, "sys.settrace(_skip)\n    sys._getframe(1).f_trace = _skip"
+                                                            "\n    return None"),
+                    "the harness's frames": (FRAMES, "return _sentinel()")}[kind]
+            completions.append(f"```python\n{body[0]}\ndef {entry}(*args, **kwargs):\n    {body[1]}\n```")
+        graded = task.grade(completions, [row["answer"] for row in task.rows])
+        assert [reward for reward, _ in graded] == [0.0] * limit, (name, graded)
 
 
 def test_validate_grader_on_code(shared_data, tmp_path, capsys):
     """A sample of each set's reference solutions (all of them: README, Code), with the two MBPP tasks
-    whose own code fails its tests (367 in test, 927 in train): reported by task id, never counted correct."""
+    whose own code fails its tests (367 in test, 927 in train) and 601 (Pair objects as arguments): reported by
+    task id, never counted correct."""
     for split, bad in (("test", 367), ("train", 927)):
         raw = tasks.read_jsonl(shared_data / "mbpp" / f"{split}.jsonl")
         rows = raw[:12] + [r for r in raw if r["task_id"] == bad]
@@ -75,11 +130,12 @@ def test_validate_grader_on_code(shared_data, tmp_path, capsys):
     (tmp_path / "humaneval" / "test.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in tasks.read_jsonl(shared_data / "humaneval" / "test.jsonl")[:12]))
     st = ev.validate_grader(str(tmp_path), ["mbpp", "humaneval"])
-    assert st == {"mbpp": Counter(correct=12, error=1), "mbpp train": Counter(correct=12, error=1),
+    # train's first row, 601, calls max_chain_length on Pair objects: not plain data, so no reference can pass it
+    assert st == {"mbpp": Counter(correct=12, error=1), "mbpp train": Counter(correct=11, error=2),
                   "humaneval": Counter(correct=12)}
     table = capsys.readouterr().out
     assert "| mbpp | 13 | 12 | 92.3% | error 1: 367 error |" in table
-    assert "| mbpp train | 13 | 12 | 92.3% | error 1: 927 error |" in table
+    assert "| mbpp train | 13 | 11 | 84.6% | error 2: 601 error, 927 error |" in table
 
 
 def test_train_one_mbpp_step_counts_no_code(shared_data, tmp_path):
