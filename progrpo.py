@@ -65,8 +65,8 @@ import tasks
 
 @dataclass
 class Args:
-    model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
-    task: str = ""  # demo | gsm8k | math | dapo | mbpp (code); default: demo for the tiny model, gsm8k otherwise
+    model: str = "tiny"  # 'tiny' (offline demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
+    task: str = ""  # demo | multi (several answers) | gsm8k | math | dapo | mbpp (code); default: demo for tiny, else gsm8k
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
@@ -111,6 +111,7 @@ class Args:
 
 PRESETS = {  # values for the fields left at None above
     "demo": dict(steps=300, prompts_per_step=8, group_size=8, max_new_tokens=2, lr=1e-3, micro_batch=0),
+    "multi": dict(steps=40, prompts_per_step=4, group_size=8, max_new_tokens=16, lr=1e-3, micro_batch=0),
     "hub": dict(steps=500, prompts_per_step=8, group_size=8, max_new_tokens=common.MAX_NEW_TOKENS, lr=1e-5,
                 micro_batch=8),
 }
@@ -171,7 +172,7 @@ def main(argv=None):
         lock = runs.claim(Path(args.resume), new=False)  # held (open) until the process ends
     common.resolve_model(args.model)  # fail on a bad name before loading any data
     args.task = args.task or ("demo" if args.model == "tiny" else "gsm8k")
-    for k, v in PRESETS["demo" if args.task == "demo" else "hub"].items():
+    for k, v in PRESETS[args.task if args.task in ("demo", "multi") else "hub"].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     check_args(args)
     ckpt, start = runs.check_run_folder(args)
@@ -185,7 +186,8 @@ def main(argv=None):
     task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
                             args.instruction)
     P, G = args.prompts_per_step, args.group_size
-    eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "math500")).split(",")
+    eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "multi" if task.answer_set
+                                           else "math500")).split(",")
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
     eval_ks = evaluation.parse_ks("", args.eval_n)
 
@@ -271,8 +273,9 @@ def main(argv=None):
                 common.sync_generation_copy(model, gen)  # the policy as of the last update
             ro = common.sample(gen or model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
                                static_cache=gen is not None and device == "cuda")
-            L, N = ro.prompt_len, len(ro.texts)
+            L, N, t_sample = ro.prompt_len, len(ro.texts), time.time()
             graded = task.grade(ro.texts, [good[i // G]["answer"] for i in range(len(ro.texts))])  # N (reward, status)
+            t_grade = time.time()
             R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
             correct = R > 0.5
 
@@ -323,7 +326,7 @@ def main(argv=None):
                     raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
                                      f"not applied and {last_saved()} (try a lower --lr)")
                 opt.step()
-            done = step  # the step whose update the weights now hold
+            done, t_update = step, time.time()  # the step whose update the weights now hold
 
             # 4. Log: every mean over completion tokens divides by their count; diversity is per solved group.
             groups, statuses = correct.sum(1), [s for _, s in graded]
@@ -337,10 +340,12 @@ def main(argv=None):
                      all_correct=(groups == G).float().mean().item(),
                      mixed=((groups > 0) & (groups < G)).float().mean().item(),
                      all_wrong=(groups == 0).float().mean().item(),
-                     **tasks.diversity(task, right),  # distinct_correct, reasoning_diversity
+                     **tasks.diversity(task, right, [r["answer"] for r in good], G),  # distinct_correct, ...
                      no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
                      timeouts=statuses.count("timeout"),
-                     skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0)
+                     skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0,
+                     seconds_sample=t_sample - t0, seconds_grade=t_grade - t_sample,  # where a step goes
+                     seconds_update=t_update - t_grade)
             if args.eval_every and step % args.eval_every == 0:
                 if gen is not None:
                     common.sync_generation_copy(model, gen)
@@ -350,12 +355,12 @@ def main(argv=None):
                                                   args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
                         m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                         bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
-            if args.alpha and math.isfinite(m["arm_rel_shift"]) and quiet is not None:  # nan: no A to compare with
-                quiet = quiet + 1 if m["arm_rel_shift"] < 0.01 else 0  # steps in a row
+            if args.alpha and math.isfinite(m["arm_rel_spread"]) and quiet is not None:  # nan: no A to compare with
+                quiet = quiet + 1 if m["arm_rel_spread"] < 0.01 else 0  # steps in a row
                 if quiet == 20:
                     quiet = None  # warned once per run
-                    bar.write(f"warning: ARM's shift has stayed below 1% of |A| for 20 steps: --alpha {args.alpha} "
-                              f"barely changes the advantages (README: choosing alpha)")
+                    bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of "
+                              f"|A| for 20 steps: --alpha {args.alpha} barely reorders completions (README: choosing alpha)")
             with metrics_path.open("a") as f:
                 f.write(cli.to_json(m) + "\n")
             history.append(m)

