@@ -168,8 +168,10 @@ def test_every_variant_flag_runs(tmp_path):
 def test_runs_plot_draws_curves_of_several_runs(tmp_path):
     """python runs.py --plot: two short demo runs (alpha 0 and 1) and a second seed of one: a valid PNG, every
     run read, the legend naming what differs; a folder without metrics, or with an empty one, is one line."""
-    for name, alpha, seed in (("a", 0, 0), ("b", 1, 0), ("c", 1, 1)):
-        train("--steps", 3, "--alpha", alpha, "--seed", seed, "--out", tmp_path / name)
+    procs = [subprocess.Popen([sys.executable, "progrpo.py", "--steps", "3", "--alpha", str(alpha), "--seed", str(seed),
+                               "--out", str(tmp_path / name)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
+             for name, alpha, seed in (("a", 0, 0), ("b", 1, 0), ("c", 1, 1))]  # at once: each is mostly start-up
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     plot = lambda *args: subprocess.run([sys.executable, "runs.py", *map(str, args)], cwd=ROOT, env=ENV,
                                         capture_output=True, text=True, timeout=300)
     p = plot("--plot", tmp_path / "c.png", "--runs", tmp_path / "a", tmp_path / "b", tmp_path / "c")

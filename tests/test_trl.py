@@ -9,6 +9,7 @@ test_two_processes_equal_one.
 """
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -113,8 +114,9 @@ def test_arm_equals_arm_py_on_an_independent_forward(runs):
     assert torch.equal(got[2], A[2])  # all wrong: untouched
     assert (got[:2] - A[:2]).abs().min() > 0  # every other completion moved
     metrics = trainer._metrics["train"]  # progrpo.py's names and definitions
-    assert {k: metrics[f"arm_{k}"][-1] for k in ("shift", "rel_shift", "sign_flips", "swaps")} == pytest.approx(
-        arm.shift_stats(A, expected), abs=1e-5)
+    stats = {k: v for k, v in arm.shift_stats(A, expected).items() if math.isfinite(v)}  # NaN: not logged
+    assert {"shift", "rel_shift", "rel_spread", "sign_flips", "swaps", "tie_gap"} <= stats.keys()
+    assert {k: metrics[f"arm_{k}"][-1] for k in stats} == pytest.approx(stats, abs=1e-5)
     assert metrics["all_correct"][-1] == pytest.approx(1 / 3)
     assert list(trainer._logs["advantages"]) == pytest.approx(got.view(-1).tolist())  # the completions table
 
