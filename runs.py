@@ -178,14 +178,18 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
     for f, c, rows in runs:
         lines.setdefault(key(c), []).append((f, c, rows))
     panels = [(m, title) for m, title in PANELS if any(m in r for _, _, rows in runs for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    cols = min(len(panels), 3)
+    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(panels) // cols)),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     labels = {}
     for members in lines.values():
         c = members[0][1]
         label = ", ".join(f"{k} {c.get(k)}" for k in differ) or "run"
         label += f" (seed{'s' * (len(members) > 1)} {', '.join(str(m[1].get('seed')) for m in members)})"
         labels[label] = [f for f, _, _ in members]
-        for ax, (m, title) in zip(axes[0], panels):
+        for ax, (m, title) in zip(axes.flat, panels):
             curves = []
             for _, _, rows in members:
                 steps = [r["step"] for r in rows]
