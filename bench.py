@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): numbers for the README, measured on a GPU.
+"""Benchmarks (not tests): numbers for docs/performance.md and docs/kernel.md, measured on a GPU.
 
     python bench.py kernel [--n 16384 --vocab 151936 --hidden 1536,3584 --json bench_kernel.json]
     python bench.py e2e [--sizes 1.5B,7B --quant bf16,nf4 --json bench_e2e.json]

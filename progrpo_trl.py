@@ -1,6 +1,6 @@
 r"""ProGRPO inside TRL's GRPOTrainer: the ARM shift of arm.py (as it is) on top of TRL's GRPO advantages,
 so that one run can use what TRL runs: many GPUs (accelerate, DeepSpeed, FSDP), vLLM rollouts
-(colocate or server), LoRA / QLoRA. progrpo.py stays the one-GPU reference; README "Scale out".
+(colocate or server), LoRA / QLoRA. progrpo.py stays the one-GPU reference; docs/trl.md.
 
 TRL has no advantage hook (trl#4525; trl#7291 proposes one), so ProGRPOTrainer overrides
 _generate_and_score_completions. After TRL's own (sampling, rewards, GRPO advantages), one no-grad
@@ -182,7 +182,7 @@ def main(argv=None):
     task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
                             args.instruction)  # as progrpo.py
 
-    cuda = common.pick_device() == "cuda"  # on CPU: one torch thread unless OMP_NUM_THREADS says (README)
+    cuda = common.pick_device() == "cuda"  # on CPU: one torch thread unless OMP_NUM_THREADS says (docs/performance.md)
     quant = None
     if args.model == "tiny":
         model, tok = common.tiny_model()
@@ -197,7 +197,7 @@ def main(argv=None):
         if args.load_in_4bit and cuda:
             quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                        bnb_4bit_compute_dtype=torch.bfloat16)
-    turn = common.end_of_turn_id(tok)  # progrpo.py also stops at the chat template's end of turn (README row 10)
+    turn = common.end_of_turn_id(tok)  # progrpo.py also stops at the chat template's end of turn (docs/design.md, row 10)
     if args.use_vllm and turn is not None:
         args.generation_kwargs = {**(args.generation_kwargs or {}), "stop_token_ids": [turn]}
 

@@ -118,7 +118,7 @@ def test_reward_hacks_score_zero(shared_data, kind):
 
 
 def test_validate_grader_on_code(shared_data, tmp_path, capsys):
-    """A sample of each set's reference solutions (all of them: README, Code), with the two MBPP tasks
+    """A sample of each set's reference solutions (all of them: docs/code.md), with the two MBPP tasks
     whose own code fails its tests (367 in test, 927 in train) and 601 (Pair objects as arguments): reported by
     task id, never counted correct."""
     for split, bad in (("test", 367), ("train", 927)):

@@ -106,7 +106,7 @@ def test_two_lora_steps_then_resume_to_step_three(smollm2, tmp_path, keep_signal
         {"question": "A box holds 4 pens. How many pens are in 3 boxes?", "answer": "4 * 3 = <<4*3=12>>12\n#### 12"},
     ]))
     run = tmp_path / "run"
-    # --beta: the model solves neither problem, and all-wrong groups get no forward when beta = 0 (README,
+    # --beta: the model solves neither problem, and all-wrong groups get no forward when beta = 0 (docs/design.md,
     # row 20); with a KL term every row is forwarded, so the LoRA forward and backward run on real weights.
     progrpo.main(["--model", str(smollm2), "--data", str(data), "--steps", "2", "--prompts-per-step", "1",
                   "--group-size", "2", "--max-new-tokens", "16", "--beta", "0.01", "--sample-every", "0",

@@ -77,7 +77,7 @@ def score(trainer, inputs, seed=5):  # seed 5 samples completions of 2 and 3 tok
 def runs(tmp_path_factory):
     """One generation batch, sampled with the same seed by TRL's GRPOTrainer and by ProGRPOTrainer at alpha
     0 and ALPHA."""
-    common.pick_device()  # one torch thread on CPU, as every CPU run here (README: CPU threads)
+    common.pick_device()  # one torch thread on CPU, as every CPU run here (docs/performance.md: CPU threads)
     out = tmp_path_factory.mktemp("trl")
     pro = make_trainer(progrpo_trl.ProGRPOTrainer, out)
     return dict(grpo=score(make_trainer(GRPOTrainer, out), INPUTS),
