@@ -60,8 +60,20 @@ def to_json(obj, **kw) -> str:
     return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
+def check_png(path, flag: str) -> None:
+    """Stop with one line unless `path` is a new or existing file name ending in .png in a writable folder."""
+    if Path(path).is_dir() or Path(path).suffix.lower() != ".png":
+        raise SystemExit(f"error: {flag} {path}: give a file name ending in .png")
+    check_writable(path, flag)
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Replace a file's contents all at once: a kill mid-write leaves the old file, not half a new one."""
+    """Replace a file's contents all at once: a kill mid-write leaves the old file, not half a new one.
+    A failed write (a full disk) is one line; the temp file is removed and `path` is as it was."""
     tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"error: cannot write {path}: {e.strerror or e}; it was left as it was") from None

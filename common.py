@@ -178,6 +178,13 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
                              f"{(str(e) or '-').splitlines()[0][:200]}") from None
     else:
         targets = lora_targets if lora_targets == "all-linear" else lora_targets.split(",")
+        names = [n for n, _ in model.named_modules()]  # peft matches a target to the last part(s) of a name
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)] if lora_targets != \
+            "all-linear" else []
+        if missing:  # peft would skip it silently when another name matches, or raise NoMatchingPeftModuleError
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise SystemExit(f"error: --lora-targets {lora_targets}: the model has no module {missing[0]!r} "
+                             f"(its linear layers: {', '.join(linear)})")
         model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
     for m in model.modules():  # bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights into a path

@@ -90,9 +90,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def parse_ks(spec: str, n: int) -> list:
-    """--k as a sorted list, each in 1..n; a bad value stops with a one-line error."""
-    if n < 1:
-        raise SystemExit(f"error: --n must be at least 1, got {n}")
+    """--k as a sorted list, each in 1..n (n >= 1: checked with the other flags); a bad value is one line."""
     if not spec:  # 2**i <= n exactly for i < n.bit_length()
         return sorted({2 ** i for i in range(n.bit_length())} | {n})
     try:
@@ -234,11 +232,13 @@ def read_result(path: str) -> dict:
     """{benchmark: result} of an eval.py JSON, each with its ks and a pass@k for each k."""
     try:
         runs = json.loads(Path(path).read_text())["benchmarks"]
-        for r in runs.values():  # what compare() reads: a number for each pass@k
-            if not all(isinstance(r["summary"][f"pass@{k}"], (int, float)) for k in r["ks"]):
-                raise ValueError("a pass@k that is not a number")
+        for r in runs.values() or [{}]:  # no benchmark: KeyError. What compare() reads: integer ks, numbers
+            s = r["summary"]
+            if not all(type(k) is int and isinstance(s[f"pass@{k}"], (int, float)) for k in r["ks"]) or not all(
+                    v is None or isinstance(v, (int, float)) for v in s.values()):
+                raise ValueError("a k that is not an integer, or a metric that is not a number")
         return runs
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # missing, not JSON, another shape
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # missing, not JSON, ...
         raise SystemExit(f"error: --compare {path}: not a readable eval.py result ({type(e).__name__}: {e})") from None
 
 
@@ -314,14 +314,14 @@ def validate_grader(data_dir: str, names: list) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
-    args = cli.parse_args(Args, argv)[0]
+    args, given = cli.parse_args(Args, argv)
     cli.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
                                    top_p="in (0, 1]", batch_prompts="int >= 1", arm_low_frac="in (0, 1]",
                                    arm_share="> 0", seed="int >= 0"))
     if args.compare:
-        cli.check_writable(args.plot, "--plot")
+        cli.check_png(args.plot, "--plot")
         return compare(args.compare, args.plot)
-    names = [b for b in (args.benchmarks or ("demo" if args.model == "tiny" else "math500")).split(",") if b]
+    names = (args.benchmarks if "benchmarks" in given else "demo" if args.model == "tiny" else "math500").split(",")
     unknown = [b for b in names if b not in ("demo", "multi", *tasks.BENCHMARKS)]
     if unknown:
         raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, multi, {', '.join(tasks.BENCHMARKS)}")
@@ -351,8 +351,8 @@ def main(argv=None):
         res = evaluate(model, tok, task, args.n, ks, budget(task), args.temperature, args.top_p,
                        args.batch_prompts, args.arm_low_frac, gen=gen, arm_share=args.arm_share)
         result["benchmarks"][task.name] = res
+        print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))  # before a write can fail
         cli.write_atomic(out, cli.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
-        print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))
     print(f"\nsaved {out}")
 
 

@@ -44,6 +44,7 @@ Run:  python progrpo.py                          # offline demo: tiny model, toy
 import importlib.util
 import json
 import math
+import os
 import signal
 import statistics
 import sys
@@ -185,6 +186,8 @@ def main(argv=None):
     # Data: the toy task, a local file, or a named set (hub or --data-dir).
     task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
                             args.instruction)
+    args.data = args.data and os.path.abspath(args.data)  # so that --resume works from any folder
+    data_sha256 = runs.file_sha256(args.data) if args.data else ""  # --resume refuses a changed file
     P, G = args.prompts_per_step, args.group_size
     eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "multi" if task.answer_set
                                            else "math500")).split(",")
@@ -220,7 +223,7 @@ def main(argv=None):
         lock, history = runs.claim(out, new=True), []  # noqa: F841 (held open until the process ends)
     args.out = str(out)
     metrics_path = out / "metrics.jsonl"
-    cli.write_atomic(out / "config.json", cli.to_json(asdict(args), indent=1))
+    cli.write_atomic(out / "config.json", cli.to_json({**asdict(args), "data_sha256": data_sha256}, indent=1))
     cli.write_atomic(metrics_path, "".join(cli.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
     print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems, graded by {task.grader} | "
@@ -242,10 +245,6 @@ def main(argv=None):
         bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
                   "(Ctrl-C again quits without saving)")
 
-    def last_saved():
-        ckpt = runs.last_checkpoint(out)
-        return f"the last checkpoint, {ckpt.name}, stands" if ckpt else "no checkpoint was written"
-
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: how SLURM and Kubernetes stop a job
         signal.signal(sig, on_signal)
     try:
@@ -264,6 +263,8 @@ def main(argv=None):
             skipped_gold += len(rows) - len(good)
             if not good:  # nothing to train on; the step still counts, and still saves on schedule
                 done = step
+                bar.write(f"step {step:>4}/{args.steps} | skipped: no prompt of the batch has a gradable gold "
+                          f"answer ({skipped_gold} skipped so far); nothing logged to metrics.jsonl")
                 bar.update(1)
                 if step % args.save_every == 0 or step == args.steps:
                     runs.save_checkpoint(out, step, model, opt)
@@ -324,7 +325,7 @@ def main(argv=None):
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
                     raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
-                                     f"not applied and {last_saved()} (try a lower --lr)")
+                                     f"not applied and {runs.stands(out)} (try a lower --lr)")
                 opt.step()
             done, t_update = step, time.time()  # the step whose update the weights now hold
 
@@ -361,8 +362,15 @@ def main(argv=None):
                     quiet = None  # warned once per run
                     bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of "
                               f"|A| for 20 steps: --alpha {args.alpha} barely reorders completions (README: choosing alpha)")
-            with metrics_path.open("a") as f:
-                f.write(cli.to_json(m) + "\n")
+            try:
+                with metrics_path.open("a") as f:
+                    f.write(cli.to_json(m) + "\n")
+            except OSError as e:  # a full disk: the steps since the checkpoint are lost, and said to be
+                first = int(runs.last_checkpoint(out).name[5:]) + 1 if runs.last_checkpoint(out) else 1
+                lost = f"step {step} is" if first == step else f"steps {first}-{step} are"
+                raise SystemExit(f"error: step {step}: cannot append to {metrics_path}: {e.strerror or e}; "
+                                 f"{runs.stands(out)}, so {lost} lost; free space, then --resume {out} redoes "
+                                 f"{'it' if first == step else 'them'}") from None
             history.append(m)
             if args.wandb:
                 wandb.log(m, step=step)
@@ -382,12 +390,15 @@ def main(argv=None):
                 runs.save_checkpoint(out, step, model, opt)
     except KeyboardInterrupt:
         bar.close()
-        print(f"quit without saving; {last_saved()}")
+        print(f"quit without saving; {runs.stands(out)}")
         sys.exit(130)
     finally:
         bar.close()  # also when an error stops the run
     last = history[-min(10, len(history)):]
-    if last:
+    if not last:  # every step skipped: no gold answer of the batches could be graded
+        print(f"summary: no step was trained: every prompt drawn had a gold answer that cannot be graded "
+              f"(skipped gold {skipped_gold}; check --answer-field and the answers in the data); saved to {out}")
+    else:
         mean = lambda k: statistics.fmean([m[k] for m in last if m[k] is not None and math.isfinite(m[k])] or [math.nan])
         print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
               f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "

@@ -4,6 +4,7 @@ plots runs' training curves:  python runs.py --plot curves.png --runs runs/a run
 """
 import dataclasses
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -30,13 +31,32 @@ def save_checkpoint(out: Path, step, model, opt):
     if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
         raise SystemExit(f"error: step {step}: the adapter holds NaN or inf; not saved (lower --lr)")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng}, tmp / "state.pt")
-    os.replace(tmp, final)
+    try:
+        model.save_pretrained(tmp)
+        torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng}, tmp / "state.pt")
+        os.replace(tmp, final)
+    except OSError as e:  # a full disk: the half-written folder goes, the last checkpoint stands
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"error: step {step}: cannot write the checkpoint {final.name}: {e.strerror or e}; "
+                         f"{stands(out)}; free space, then --resume {out}") from None
     for old in out.glob("ckpt-*"):
         if old != final:
             shutil.rmtree(old)
+
+
+def stands(out: Path) -> str:
+    """Which checkpoint a stopped run can be resumed from, in words."""
+    ckpt = last_checkpoint(out)
+    return f"the last checkpoint, {ckpt.name}, stands" if ckpt else "no checkpoint was written"
+
+
+def file_sha256(path) -> str:
+    """What identifies a --data file: the sha256 of its bytes ("" when it cannot be read)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def holds_files(folder: Path) -> bool:
@@ -80,17 +100,23 @@ def resumed_args(cls, args, given: set):
     """The run's saved config as a `cls` (progrpo.Args); a flag given again must equal the saved value, except --steps."""
     run = Path(args.resume)
     try:
-        saved = cls(**json.loads((run / "config.json").read_text()))
+        config = json.loads((run / "config.json").read_text())
+        sha = config.pop("data_sha256", "")  # what identifies --data's file, beside its absolute path
+        saved = cls(**config)
     except FileNotFoundError:
         raise SystemExit(f"error: --resume {run}: no config.json there") from None
-    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, not an Args
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:  # unreadable, not JSON, not an Args
         raise SystemExit(f"error: --resume {run}: config.json is not a readable progrpo.py config "
                          f"({type(e).__name__}); the run cannot be continued") from None
+    same = lambda name, a, b: os.path.abspath(a) == os.path.abspath(b) if name == "data" and a and b else a == b
     for name in sorted(given - {"resume", "steps"}):
-        if getattr(args, name) != getattr(saved, name):
+        if not same(name, getattr(args, name), getattr(saved, name)):
             raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
                              f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
                              f"change); start a new run for other settings")
+    if sha and file_sha256(saved.data) not in (sha, ""):  # unreadable: its own one-line error when loaded
+        raise SystemExit(f"error: --resume {run}: --data {saved.data} has changed since the run started (its sha256 "
+                         f"differs from config.json's); restore that file, or start a new run on the new data")
     steps = args.steps if "steps" in given else saved.steps
     return dataclasses.replace(saved, resume=str(run), out=str(run), steps=steps)
 
@@ -125,8 +151,9 @@ def check_run_folder(args) -> tuple[Path | None, int]:
         cli.check_writable(out / "run", "--out", parents=True)
         return None, 0
     ckpt = last_checkpoint(args.resume)
-    if ckpt is None:
-        raise SystemExit(f"error: --resume {args.resume}: no checkpoint (ckpt-*) there")
+    if ckpt is None:  # stopped before its first checkpoint: the run starts again from step 0
+        print(f"note: --resume {args.resume}: no checkpoint (ckpt-*) there yet; restarting the run from step 0")
+        return None, 0
     step = int(ckpt.name.split("-")[1])
     if args.steps < step:
         raise SystemExit(f"error: --steps {args.steps} is below the checkpoint's step {step}")
@@ -225,9 +252,7 @@ def main(argv=None):
     args = cli.parse_args(PlotArgs, argv)[0]
     if not args.runs:
         raise SystemExit("error: --runs: give one or more run folders (progrpo.py --out)")
-    if Path(args.plot).is_dir() or Path(args.plot).suffix.lower() != ".png":
-        raise SystemExit(f"error: --plot {args.plot}: give a file name ending in .png")
-    cli.check_writable(args.plot, "--plot")
+    cli.check_png(args.plot, "--plot")
     cli.check_ranges(args, dict(smooth="int >= 1"))
     for label, folders in plot_curves(args.runs, args.plot, args.smooth).items():
         print(f"{label}: {', '.join(folders)}")

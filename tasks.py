@@ -258,14 +258,26 @@ def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
             break
         picked = []
         for fields in (question_fields, answer_fields):  # the first field present and not empty
-            value = next((row[f] for f in fields if row.get(f) not in (None, "", [])), None)
-            if value is None:
+            name = next((f for f in fields if row.get(f) not in (None, "", [])), None)
+            if name is None:
                 there = next((f for f in fields if f in row), None)
                 raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there else
                                  f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
-            picked.append(value)
-        out.append({"question": str(picked[0]), "answer": gold(picked[1])})
+            picked.append(name)
+        question = row[picked[0]]
+        if not isinstance(question, str):  # an object or a list would be trained on as its Python repr
+            raise SystemExit(f"error: {source}: row {i}: field {picked[0]!r} (the question) is a JSON "
+                             f"{type(question).__name__}, not a string")
+        out.append({"question": question, "answer": gold(row[picked[1]])})
     return out
+
+
+def unique_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: a key given twice is an error (json.loads would keep the last value)."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"the key {next(k for k in keys if keys.count(k) > 1)!r} is given twice")
+    return dict(pairs)
 
 
 def read_jsonl(path) -> list:
@@ -285,9 +297,12 @@ def read_jsonl(path) -> list:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except ValueError as e:
+            rows.append(json.loads(line, object_pairs_hook=unique_keys))
+        except json.JSONDecodeError as e:
             raise SystemExit(f"error: {path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a key twice; an integer over 4300 digits; nested too deep
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            raise SystemExit(f"error: {path}: line {n} cannot be read: {why}") from None
         if not isinstance(rows[-1], dict):
             raise SystemExit(f"error: {path}: line {n} is a JSON {type(rows[-1]).__name__}, not an object: "
                              f"expected JSON Lines, one object per line")

@@ -5,6 +5,8 @@ Most cases call progrpo.main / eval.main in-process: an interpreter start costs 
 transformers, bitsandbytes), and the checks run before any model loads. Whatever needs real
 processes (signals, a lock held by a live process, runs started together) runs in subprocesses.
 """
+import errno
+import gc
 import json
 import math
 import shutil
@@ -122,6 +124,13 @@ def test_wandb_flag_without_wandb(tmp_path, monkeypatch):
     (b'{"question": "a"}\n', "row 0 has no field 'answer'"),
     (b'{"question": "' + b"sum " * 300 + b'", "answer": "1"}\n', "which with --max-new-tokens 2 exceeds the "
                                                                "model's context of 256"),
+    (b'{"question": "a", "answer": ' + b"7" * 5000 + b'}\n', "line 1 cannot be read: Exceeds the limit (4300 digits)"),
+    (b'{"question": "a", "answer": ' + b"[" * 100_000 + b"]" * 100_000 + b'}\n', "line 1 cannot be read: nested too "
+                                                                             "deeply"),
+    (b'{"question": "a", "answer": "1"}\n{"question": "b", "answer": "2", "answer": "3"}\n',
+     "line 2 cannot be read: the key 'answer' is given twice"),  # json.loads would keep the last value
+    (b'{"question": {"text": "a"}, "answer": "1"}\n', "row 0: field 'question' (the question) is a JSON dict, "
+                                                      "not a string"),  # not trained on as its repr
 ])
 def test_bad_data_file_is_one_line_naming_file_and_line(content, message, tmp_path):
     data = tmp_path / "p.jsonl"
@@ -134,6 +143,12 @@ def test_bad_data_file_is_one_line_naming_file_and_line(content, message, tmp_pa
 def test_data_path_that_is_a_folder_or_missing(tmp_path):
     assert "Is a directory" in one_line_error(progrpo.main, "--data", tmp_path, "--out", tmp_path / "run")
     assert "No such file" in one_line_error(progrpo.main, "--data", tmp_path / "no.jsonl", "--out", tmp_path / "r")
+
+
+def test_lora_targets_the_model_lacks(tmp_path):
+    message = one_line_error(progrpo.main, "--lora-targets", "q_proj,no_such_proj", "--out", tmp_path / "run")
+    assert "--lora-targets q_proj,no_such_proj: the model has no module 'no_such_proj'" in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_byte_order_mark_is_read_as_utf8(tmp_path):
@@ -200,6 +215,31 @@ def test_resume_refuses_and_touches_nothing(run_copy, what, argv, message):
     assert snapshot(run_copy) == before
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint(run_copy, capsys):
+    shutil.rmtree(runs.last_checkpoint(run_copy))  # config.json and metrics.jsonl, no ckpt-*
+    progrpo.main(["--resume", str(run_copy), "--sample-every", "0"])
+    assert "no checkpoint (ckpt-*) there yet; restarting the run from step 0" in capsys.readouterr().out
+    assert [m["step"] for m in metrics(run_copy)] == [1, 2] and runs.last_checkpoint(run_copy).name == "ckpt-000002"
+
+
+def test_resume_finds_a_relative_data_path_from_another_folder_and_refuses_changed_data(tmp_path, monkeypatch):
+    (tmp_path / "other").mkdir()
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"question": "sum 1 2", "answer": "3"}\n{"question": "sum 2 2", "answer": "4"}\n')
+    monkeypatch.chdir(tmp_path)
+    progrpo.main(["--data", "p.jsonl", "--steps", "1", "--out", "run", "--sample-every", "0"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"] == str(data) and len(config["data_sha256"]) == 64
+    monkeypatch.chdir(tmp_path / "other")  # the same file, named absolutely here: not a changed flag
+    progrpo.main(["--resume", str(tmp_path / "run"), "--data", str(data), "--steps", "2"])
+    assert [m["step"] for m in metrics(tmp_path / "run")] == [1, 2]
+    data.write_text('{"question": "sum 1 2", "answer": "4"}\n')
+    before = snapshot(tmp_path / "run")
+    assert f"--data {data} has changed since the run started" in one_line_error(
+        progrpo.main, "--resume", tmp_path / "run", "--steps", 3)
+    assert snapshot(tmp_path / "run") == before
+
+
 def test_resume_of_a_missing_folder():
     assert "no config.json there" in one_line_error(progrpo.main, "--resume", "/nonexistent/run")
 
@@ -241,14 +281,58 @@ def test_json_output_has_no_nan_or_inf():
 # ---------------------------------------------------------------- skipped steps still save
 
 
-def test_a_run_whose_steps_are_all_skipped_still_saves(tmp_path):
+def test_a_run_whose_steps_are_all_skipped_still_saves(tmp_path, capsys):
     data = tmp_path / "p.jsonl"
-    data.write_text('{"question": "q", "answer": "\\\\frac{1}{0}"}\n{"question": "r", "answer": true}\n')
+    data.write_text('{"question": "q", "answer": "\\\\frac{1}{0}"}\n{"question": "r", "answer": true}\n'
+                    '{"question": "s", "answer": NaN}\n')
     out = tmp_path / "run"
     progrpo.main(["--data", str(data), "--steps", "2", "--out", str(out), "--max-new-tokens", "2"])
     assert runs.last_checkpoint(out).name == "ckpt-000002" and metrics(out) == []
+    printed = capsys.readouterr().out  # said, not a silent exit 0 with an empty metrics.jsonl
+    assert "step    2/2 | skipped: no prompt of the batch has a gradable gold answer" in printed
+    assert "summary: no step was trained: every prompt drawn had a gold answer that cannot be graded" in printed
     progrpo.main(["--resume", str(out), "--steps", "3"])
     assert runs.last_checkpoint(out).name == "ckpt-000003"
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
+    real, calls = torch.save, []
+    monkeypatch.setattr(runs.torch, "save", lambda *a, **k: real(*a, **k) if calls.append(1) or len(calls) < 2
+                        else enospc())  # step 1 saves, step 2 finds the disk full
+    out = tmp_path / "run"
+    message = one_line_error(progrpo.main, "--steps", 3, "--save-every", 1, "--out", out, "--sample-every", 0)
+    assert ("step 2: cannot write the checkpoint ckpt-000002: No space left on device; the last checkpoint, "
+            f"ckpt-000001, stands; free space, then --resume {out}") in message
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "ckpt-000001", "config.json", "metrics.jsonl"]
+
+
+def test_full_disk_while_appending_metrics(tmp_path, monkeypatch):
+    real = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, mode="r", *a, **k: enospc() if mode == "a" and len(
+        self.read_text().splitlines()) >= 3 else real(self, mode, *a, **k))  # steps 1-3 appended, then a full disk
+    out = tmp_path / "run"
+    message = one_line_error(progrpo.main, "--steps", 5, "--save-every", 2, "--out", out, "--sample-every", 0)
+    assert (f"step 4: cannot append to {out / 'metrics.jsonl'}: No space left on device; the last checkpoint, "
+            f"ckpt-000002, stands, so steps 3-4 are lost; free space, then --resume {out} redoes them") in message
+    monkeypatch.setattr(Path, "open", real)
+    gc.collect()  # the stopped run's frames (and its lock on the folder) end with its process; here, now
+    progrpo.main(["--resume", str(out), "--sample-every", "0"])
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_full_disk_in_eval_prints_the_results_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Path, "write_text", enospc)
+    out = tmp_path / "e.json"
+    message = one_line_error(ev.main, "--n", 2, "--limit", 2, "--out", out)
+    assert f"cannot write {out}: No space left on device" in message
+    assert "| Pass@1 |" in capsys.readouterr().out and list(tmp_path.iterdir()) == []  # no temp file left
 
 
 # ---------------------------------------------------------------- signals, locks, torn lines
@@ -322,11 +406,17 @@ def test_eval_checks_out_before_sampling(tmp_path):
     assert f"--out {tmp_path} is a folder" in one_line_error(ev.main, "--out", tmp_path)
     assert "--n 0: must be an integer >= 1" in one_line_error(ev.main, "--n", 0)
     assert "--top-p 2.0: must be a number in (0, 1]" in one_line_error(ev.main, "--top-p", 2)
+    assert "--k '1.5': expected comma-separated integers" in one_line_error(ev.main, "--k", 1.5, "--n", 2)
+    for names in ["", ",", "demo,"]:  # no benchmark named: not the default, not a crash
+        assert "unknown benchmark ''" in one_line_error(ev.main, "--benchmarks", names, "--data", tmp_path / "p.jsonl")
     assert time.time() - t0 < 5 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("content", ['[1]', '{"benchmarks": []}', '{"benchmarks": {"demo": {"summary": {}}}}',
-                                     '{"benchmarks": {"demo": {"ks": [1], "summary": {"pass@1": "x"}}}}'])
+                                     '{"benchmarks": {"demo": {"ks": [1], "summary": {"pass@1": "x"}}}}',
+                                     '{"benchmarks": {"demo": {"ks": [1], "summary": {"pass@1": 1, "length": "x"}}}}',
+                                     '{"benchmarks": {"demo": {"ks": [1.5], "summary": {"pass@1.5": 0.5}}}}',
+                                     '{"benchmarks": {}}', "[" * 100_000 + "]" * 100_000])
 def test_compare_on_a_json_of_another_shape(content, tmp_path):
     path = tmp_path / "other.json"
     path.write_text(content)
@@ -337,6 +427,16 @@ def test_compare_plot_into_a_missing_folder(tmp_path):
     path = tmp_path / "r.json"
     path.write_text('{"benchmarks": {"demo": {"ks": [1], "summary": {"pass@1": 0.5}}}}')
     assert "--plot" in one_line_error(ev.main, "--compare", path, "--plot", tmp_path / "no" / "c.png")
+
+
+@pytest.mark.parametrize("plot", ["c.txt", "c", "folder"])
+def test_compare_plot_must_be_a_png_file_name(plot, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('{"benchmarks": {"demo": {"ks": [1], "summary": {"pass@1": 0.5}}}}')
+    (tmp_path / "folder").mkdir()
+    message = one_line_error(ev.main, "--compare", path, "--plot", tmp_path / plot)
+    assert f"--plot {tmp_path / plot}: give a file name ending in .png" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "r.json"]
 
 
 def test_adapter_model_check_uses_resolved_names(tmp_path):
