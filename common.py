@@ -136,7 +136,7 @@ def model_source(name: str) -> str:
 
 def pick_device() -> str:
     """'cuda' when there is a GPU, else 'cpu' on one thread unless OMP_NUM_THREADS says otherwise: with
-    any other load on the cores, threads that wait for each other cost 10-70x (README: CPU threads)."""
+    any other load on the cores, threads that wait for each other cost 10-70x (docs/performance.md: CPU threads)."""
     if torch.cuda.is_available():
         return "cuda"
     if "OMP_NUM_THREADS" not in os.environ:
@@ -240,7 +240,7 @@ class Rollout:
 def eos_ids(model, tok) -> list:
     """Where sampling stops: the tokenizer's EOS, the generation config's EOS ids and the special token
     that closes an assistant turn in the chat template. They can disagree: Qwen2.5 base ends with
-    <|endoftext|> in its configs, but its chat template ends turns with <|im_end|> (README)."""
+    <|endoftext|> in its configs, but its chat template ends turns with <|im_end|> (docs/design.md, row 10)."""
     ids = model.generation_config.eos_token_id
     ids = {ids} if isinstance(ids, int) else set(ids or [])
     return sorted(ids | {tok.eos_token_id, end_of_turn_id(tok)} - {None})

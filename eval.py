@@ -18,7 +18,7 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
   c_o_p10/50/90     c(o|q) quantiles over all completions, at the sampling temperature
   conf_spread       sample std of c(o|q) within a problem (/ (n-1)), mean over problems: ARM's spread per alpha
   conf_offset       c(q) - a problem's mean c(o|q), mean over problems: ARM's shift shared by a group, per alpha
-  alpha_suggested   --arm-share / conf_spread: ARM's spread is then --arm-share of GRPO's (std 1); README
+  alpha_suggested   --arm-share / conf_spread: ARM's spread is then --arm-share of GRPO's (std 1); docs/alpha.md
   no_answer         share of all completions with no extractable final answer or code block (e.g. cut off)
 Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
 
@@ -68,7 +68,7 @@ class Args:
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
     fast_generation: bool = True  # sample from a LoRA-merged plain copy, as in training (if it fits)
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
-    arm_share: float = 0.1  # alpha_suggested makes ARM's spread within a group this share of GRPO's (README)
+    arm_share: float = 0.1  # alpha_suggested makes ARM's spread within a group this share of GRPO's (docs/alpha.md)
     seed: int = 0  # set before each benchmark, so its samples do not depend on the others
     out: str = ""  # result JSON (default eval-<model>-<time>.json), rewritten after each benchmark
     compare: list[str] = field(default_factory=list)  # result JSONs to print side by side and plot; no model

@@ -5,11 +5,11 @@ A~_i = A_i + alpha * (c(q) - c(o_i|q)) on every group with at least one correct 
 PPO-style clipped surrogate with asymmetric clipping [1 - 0.2, 1 + 0.28], token-mean over the
 batch, no KL by default, LoRA on a frozen (4-bit NF4 on CUDA) base. See arm.py for the math.
 
-Choices where the paper is silent (README's table says why; a flag where one is named):
+Choices where the paper is silent (docs/design.md's table says why; a flag where one is named):
  1. std is the sample standard deviation (divides by G - 1), plus 1e-6; --scale-rewards none = Dr.GRPO.
  2. |T_low| = ceil(rho * |o|) in exact arithmetic, at least 1 token; padding never counts, EOS does.
  3. c(q) is taken over the prompt tokens that have a predecessor, chat template included;
-    --prompt-conf question: only the tokens inside the question's text (README: choosing alpha).
+    --prompt-conf question: only the tokens inside the question's text (docs/alpha.md).
  4. Confidences use pi_old at the sampling temperature, taken (detached) from the first update's
     training forward, where pi_old = pi: no separate old-policy pass; c(q) from each group's first row.
  5. ARM shifts every group with at least one correct completion; --arm-groups mixed: mixed only.
@@ -20,12 +20,12 @@ Choices where the paper is silent (README's table says why; a flag where one is 
  9. The importance ratio uses log-probs recomputed by the training forward, not sampling scores.
 10. Sampling: temperature 1.0, top-p 1.0, no top-k, no repetition penalty; stops at the tokenizer's
     EOS, the generation config's EOS ids and the chat template's end-of-turn token.
-11. alpha = 1.0 by default (README: the demo experiment).
+11. alpha = 1.0 by default (docs/design.md: the demo experiment; on real weights: docs/real-weights.md).
 12. A problem whose gold answer cannot be graded (rewards.gold_status, decided once) is skipped before
     sampling, and counted.
 13. A grading timeout, or a completion without a final answer, scores 0 and is counted.
 14. The final answer is the last outermost \boxed{} (else GSM8K's ####); an empty or cut-off last box
-    is none; rewards.py refuses the answers math-verify would wrongly pass (README: the grader).
+    is none; rewards.py refuses the answers math-verify would wrongly pass (docs/grading.md).
 15. LoRA r16 / alpha 32 on all linear layers, dropout 0; AdamW, no weight decay, grad-norm clip 1.
 16. Prompt order: a fresh permutation per epoch, a pure function of (seed, step).
 17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed;
@@ -361,7 +361,7 @@ def main(argv=None):
                 if quiet == 20:
                     quiet = None  # warned once per run
                     bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of "
-                              f"|A| for 20 steps: --alpha {args.alpha} barely reorders completions (README: choosing alpha)")
+                              f"|A| for 20 steps: --alpha {args.alpha} barely reorders completions (docs/alpha.md)")
             try:
                 with metrics_path.open("a") as f:
                     f.write(cli.to_json(m) + "\n")

@@ -75,7 +75,7 @@ def demo_task() -> Task:
 # ---------------------------------------------------------------------------------------------
 # Questions with several correct answers ("Name a prime number between 10 and 30."), built in code: where a
 # small real model (SmolLM2-135M) solves some and can find several of the answers, so that GRPO's collapse
-# onto one answer, and what ARM does about it, can be measured (README: ProGRPO on real weights).
+# onto one answer, and what ARM does about it, can be measured (docs/real-weights.md).
 # A gold is {"answers": the correct set, "kind": "number" | "pair" | "word", "vocab": the words that count
 # as an answer attempt (word kind), "echo": the question's own numbers or vocabulary words}.
 NUMBER_ONLY, PAIR_ONLY, NAME_ONLY = ("Answer with the number only.", "Answer with the two digits only.",
