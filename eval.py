@@ -172,7 +172,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         for p, row in enumerate(batch):
             s = slice(p * n, (p + 1) * n)
             statuses = [status for _, status in graded[s]]
-            problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count("correct"),
+            problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count(tasks.CORRECT),
                                  answers=[task.extract(text, row["answer"]) for text in ro.texts[s]],
                                  confidences=conf[s].tolist(), prompt_conf=c_q[0][p], prompt_conf_question=c_q[1][p],
                                  lengths=mask[s].sum(1).long().tolist(),
@@ -183,7 +183,7 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
     P = max(len(problems), 1)  # no problem left: every metric is 0
     summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
     solved = [pr for pr in problems if pr["c"]]
-    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == "correct"] for pr in problems]
+    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == tasks.CORRECT] for pr in problems]
     # ARM's scale: c(q) per problem, c(o|q) per completion (quantiles); the spread of c(o|q) within a problem
     # (sample std) is the spread of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
     deciles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)

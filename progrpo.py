@@ -34,8 +34,10 @@ Choices where the paper is silent (docs/design.md's table says why; a flag where
     below the checkpoint); metrics lines after the checkpoint are redone, a torn last line dropped.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
-20. With beta = 0, all-wrong groups (A = 0, no ARM shift) get no forward or backward: the gradient is
-    the same; the entropy metric covers the other groups' completions (null when all are wrong).
+20. With beta = 0, groups whose advantages are all 0 and that have no correct completion (all-wrong groups with
+    0/1 rewards: never shifted) get no forward or backward (live_rows): the gradient is the same; the entropy
+    metric covers the forwarded rows (null when there are none). "Correct" is the status tasks.CORRECT (full
+    reward); any reward in [0, 1] trains: a group of partial credit has advantages, so it is forwarded.
 
 Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~20 s
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
@@ -166,8 +168,12 @@ def batch_rows(step, P, n, seed):
     return out
 
 
-def main(argv=None):
+def load(argv):
+    """Flags (a --resume run's own config), presets and checks, the task, the model (LoRA on a frozen base, from
+    the last checkpoint when resuming) and its optimizer: everything before the run folder is written.
+    Returns (args, start step, lock or None, device, task, eval tasks, model, tokenizer, optimizer, generation copy)."""
     args, given = cli.parse_args(Args, argv)
+    lock = None
     if args.resume:  # the run's own config; a second live process on the folder is refused
         args = runs.resumed_args(Args, args, given)
         lock = runs.claim(Path(args.resume), new=False)  # held (open) until the process ends
@@ -182,19 +188,12 @@ def main(argv=None):
     args.load_in_4bit &= device == "cuda" and args.model != "tiny"
     args.gradient_checkpointing &= device == "cuda"
     torch.manual_seed(args.seed)
-
-    # Data: the toy task, a local file, or a named set (hub or --data-dir).
     task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
                             args.instruction)
     args.data = args.data and os.path.abspath(args.data)  # so that --resume works from any folder
-    data_sha256 = runs.file_sha256(args.data) if args.data else ""  # --resume refuses a changed file
-    P, G = args.prompts_per_step, args.group_size
-    eval_names = (args.eval_benchmarks or ("demo" if task.name == "demo" else "multi" if task.answer_set
-                                           else "math500")).split(",")
-    eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit) for b in eval_names] if args.eval_every else []
-    eval_ks = evaluation.parse_ks("", args.eval_n)
-
-    # Model: LoRA on a frozen base; resuming loads the last checkpoint's adapter and state.
+    default = "demo" if task.name == "demo" else "multi" if task.answer_set else "math500"
+    eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit)
+                  for b in (args.eval_benchmarks or default).split(",")] if args.eval_every else []
     model, tok = common.load_model(args.model, device, args.load_in_4bit, args.lora_rank, args.lora_alpha,
                                    args.lora_targets, str(ckpt or ""), args.gradient_checkpointing)
     for t in [task, *eval_tasks]:
@@ -202,189 +201,180 @@ def main(argv=None):
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     if ckpt:
-        try:
-            state = torch.load(ckpt / "state.pt", weights_only=False)
-            opt.load_state_dict(state["optimizer"])
-        except Exception as e:  # truncated or foreign file: pickle, zip, key and shape errors vary
-            raise SystemExit(f"error: {ckpt / 'state.pt'} is unreadable ({type(e).__name__}); "
-                             f"the run cannot be continued from it") from None
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        runs.load_state(ckpt, opt)  # the optimizer and the random streams of the checkpoint
     gen = common.generation_copy(model) if args.fast_generation else None  # None: no room on the GPU
+    return args, start, lock, device, task, eval_tasks, model, tok, opt, gen
 
-    # The run folder: every check has passed, so only now is anything in it written.
+
+def open_run_folder(args, task, start, device, gen):
+    """The run folder, written only now that every check has passed: (folder, metrics so far, lock or None)."""
+    lock, history = None, []
     if args.resume:
         out = Path(args.out)
         history = runs.read_metrics(out / "metrics.jsonl", start)
     else:
         out = Path(args.out) if args.out else runs.unique_folder(
             f"runs/{Path(args.model).name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        lock, history = runs.claim(out, new=True), []  # noqa: F841 (held open until the process ends)
+        lock = runs.claim(out, new=True)  # held (open) until the process ends
     args.out = str(out)
-    metrics_path = out / "metrics.jsonl"
+    data_sha256 = runs.file_sha256(args.data) if args.data else ""  # --resume refuses a changed file
     cli.write_atomic(out / "config.json", cli.to_json({**asdict(args), "data_sha256": data_sha256}, indent=1))
-    cli.write_atomic(metrics_path, "".join(cli.to_json(m) + "\n" for m in history))
+    cli.write_atomic(out / "metrics.jsonl", "".join(cli.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
     print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems, graded by {task.grader} | "
-          f"out {out} | sampling from "
-          + ("a merged copy" if gen is not None else "the peft model")
+          f"out {out} | sampling from " + ("a merged copy" if gen is not None else "the peft model")
           + (f" | resuming at step {start}" if start else ""))
+    return out, history, lock
+
+
+def stop_on_signals(bar) -> list:
+    """Ctrl-C or SIGTERM (how SLURM and Kubernetes stop a job) finishes the current step, so that the checkpoint
+    and metrics.jsonl agree; a second one quits at once. Returns the list the signals are appended to."""
+    stop = []
+
+    def on_signal(signum, _):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
+        stop.append(signum)
+        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving (Ctrl-C again quits without saving)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return stop
+
+
+def rollout(model, gen, tok, prompts, args, device):
+    """G completions for each prompt, from the policy as of the last update: a common.Rollout, rows grouped by
+    prompt (row p * G + g)."""
+    if gen is not None:
+        common.sync_generation_copy(model, gen)
+    return common.sample(gen or model, tok, prompts, args.group_size, args.max_new_tokens, args.temperature,
+                         args.top_p, static_cache=gen is not None and device == "cuda")
+
+
+def grade(task, ro, rows, G):
+    """Rewards (P, G), each in [0, 1], whether each completion is correct (P, G) (tasks.CORRECT: the one
+    meaning of "correct"), and the N statuses."""
+    graded = task.grade(ro.texts, [rows[i // G]["answer"] for i in range(len(ro.texts))])
+    statuses = [s for _, s in graded]
+    R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)
+    return R, torch.tensor([s == tasks.CORRECT for s in statuses]).view(-1, G), statuses
+
+
+def arm_alpha(alpha: float, correct: torch.Tensor) -> torch.Tensor:
+    """ARM's strength per group (P,): --alpha for every group. The place to try a per-group alpha."""
+    return torch.full((correct.shape[0],), float(alpha))
+
+
+def live_rows(A, has_correct, beta) -> torch.Tensor:
+    """The rows whose loss can be non-zero, whole groups in order (indices, (<= N,)): groups with an advantage
+    != 0 or with a correct completion (which ARM may shift), every group when a KL term (beta > 0) is on.
+    The others (all-wrong groups with 0/1 rewards) have A = 0 and no shift: no forward, no backward."""
+    live = (A != 0).any(1) | has_correct | (beta > 0)  # (P,)
+    return live.repeat_interleave(A.shape[1]).nonzero()[:, 0]
+
+
+def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out) -> dict:
+    """ARM and the clipped policy-gradient update(s), micro-batch by micro-batch, in one forward per row.
+
+    Why ARM's shift is computed here: A~ = A + alpha * (c(q) - c(o|q)) needs pi_old's log-probs of the prompt
+    and of the completion. On-policy, pi_old is the policy itself, so the first update's forward gives them
+    (detached; ratio 1) and each row's A~ is known before its loss is formed: no separate old-policy pass.
+    c(q) comes from each group's first row (every row of a group has the same prompt). Later updates
+    (--updates-per-batch) reuse those log-probs. The token-mean divides by every completion token of the batch,
+    forwarded or not, so skipping the rows of live_rows' complement leaves the gradient unchanged."""
+    G, N, L = args.group_size, len(ro.texts), ro.prompt_len
+    dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
+    A = A.to(dev)
+    shifted = arm.shifted_groups(correct, args.arm_groups).to(dev) & (args.alpha != 0)  # (P,)
+    alpha = arm_alpha(args.alpha, correct).to(dev)  # (P,)
+    live, mb = live_rows(A, correct.any(1).to(dev), args.beta), args.micro_batch or N
+    prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # (N, L-1) prompt tokens that have a predecessor
+    if args.prompt_conf == "question":  # only those inside the question's text
+        prompt_mask *= common.question_mask(tok, prompts, questions, L)[:, 1:].to(dev).repeat_interleave(G, 0)
+    c_q, adv = torch.ones(len(prompts), device=dev), torch.zeros(N, device=dev)  # (P,), (N,): filled below
+    old, ent = torch.zeros_like(mask), torch.zeros_like(mask)  # (N, T), from the first update's forward
+    ref = None
+    if args.beta:  # the reference policy: the same base with the adapter switched off
+        with model.disable_adapter():
+            ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
+    n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
+    for u in range(args.updates_per_batch):
+        opt.zero_grad(set_to_none=True)
+        loss = 0.0
+        for i in range(0, len(live), mb):
+            idx = live[i:i + mb]  # whole groups in order: a group's first row, which scores c(q), comes first
+            first = idx % G == 0
+            logp, e, *logp_q = common.token_logprobs(model, ro.seqs[idx], ro.attn[idx], L - 1, args.temperature,
+                                                     first if u == 0 else None)
+            if u == 0:  # ARM: pi_old's confidences, then each row's shifted advantage (arm.py)
+                old[idx], ent[idx] = logp.detach(), e.detach()
+                c_q[idx[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[idx[first]])
+                c_o = arm.answer_confidence(old[idx], mask[idx], args.arm_low_frac)  # (rows,)
+                adv[idx] = arm.reweight_rows(A.view(N)[idx], shifted[idx // G], c_o, c_q[idx // G], alpha[idx // G])
+            loss_tok, clipped = policy_loss(logp, old[idx], adv[idx], args.clip_low, args.clip_high,
+                                            ref[idx] if ref is not None else None, args.beta)
+            part = aggregate(loss_tok, mask[idx], args.loss_agg, n_tokens, N)
+            part.backward()
+            loss += part.item()
+            clip_sum += (clipped.float() * mask[idx]).sum().item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
+            raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
+                             f"not applied and {runs.stands(out)} (try a lower --lr)")
+        opt.step()
+    return dict(adv=adv.view(-1, G), A=A, entropy=((ent * mask).sum() / mask[live].sum()).item(),  # nan: none live
+                kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0, loss=loss,
+                grad_norm=grad_norm, clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch))
+
+
+def main(argv=None):
+    args, start, lock, device, task, eval_tasks, model, tok, opt, gen = load(argv)  # noqa: F841 (lock: held)
+    out, history, new_lock = open_run_folder(args, task, start, device, gen)  # noqa: F841 (held until the end)
     if args.wandb:
         import wandb
         wandb.init(project="progrpo", config=vars(args), name=out.name, resume="allow")
-    mb = args.micro_batch or P * G
+    P, G, eval_ks = args.prompts_per_step, args.group_size, evaluation.parse_ks("", args.eval_n)
     skipped_gold, t_run, done, quiet = history[-1]["skipped_gold"] if history else 0, time.time(), start, 0
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
-    stop = []  # Ctrl-C or SIGTERM finishes the current step, so the checkpoint and metrics.jsonl agree
-
-    def on_signal(signum, _):
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal quits at once
-            signal.signal(sig, signal.default_int_handler)
-        stop.append(signum)
-        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
-                  "(Ctrl-C again quits without saving)")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: how SLURM and Kubernetes stop a job
-        signal.signal(sig, on_signal)
+    stop = stop_on_signals(bar)
     try:
         for step in range(start + 1, args.steps + 1):
             if stop:
-                if done > start:
-                    runs.save_checkpoint(out, done, model, opt)
-                bar.close()  # the message gets its own line
-                print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
-                      else "interrupted before the first step: nothing saved")
-                sys.exit(128 + stop[0])
+                interrupted(out, start, done, model, opt, bar, stop[0])
             t0 = time.time()
-            # 1. Rollouts: G completions for each of P prompts; a gold answer that cannot be parsed skips its prompt.
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
-            good = [r for r in rows if task.gold_ok(r["answer"])]
+            good = [r for r in rows if task.gold_ok(r["answer"])]  # a gold that cannot be graded skips its prompt
             skipped_gold += len(rows) - len(good)
             if not good:  # nothing to train on; the step still counts, and still saves on schedule
-                done = step
-                bar.write(f"step {step:>4}/{args.steps} | skipped: no prompt of the batch has a gradable gold "
-                          f"answer ({skipped_gold} skipped so far); nothing logged to metrics.jsonl")
-                bar.update(1)
-                if step % args.save_every == 0 or step == args.steps:
-                    runs.save_checkpoint(out, step, model, opt)
+                done = skip_step(step, skipped_gold, args, bar, out, model, opt)
                 continue
+            # 1. Sample G completions for each of the P prompts.
             prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
-            if gen is not None:
-                common.sync_generation_copy(model, gen)  # the policy as of the last update
-            ro = common.sample(gen or model, tok, prompts, G, args.max_new_tokens, args.temperature, args.top_p,
-                               static_cache=gen is not None and device == "cuda")
-            L, N, t_sample = ro.prompt_len, len(ro.texts), time.time()
-            graded = task.grade(ro.texts, [good[i // G]["answer"] for i in range(len(ro.texts))])  # N (reward, status)
+            ro = rollout(model, gen, tok, prompts, args, device)
+            t_sample = time.time()
+            # 2. Grade them: rewards R (P, G) in [0, 1].
+            R, correct, statuses = grade(task, ro, good, G)
             t_grade = time.time()
-            R = torch.tensor([r for r, _ in graded], dtype=torch.float32).view(-1, G)  # (P, G)
-            correct = R > 0.5
-
-            # 2. Advantages: GRPO's from the rewards now; ARM's shift needs c(q) and c(o|q), which the first
-            #    update's forward gives below (detached), row by row. All-wrong groups (A = 0, never shifted)
-            #    add nothing to the loss when beta = 0: their rows get no forward and no backward (the
-            #    token-mean still divides by every completion token of the batch: the gradient is the same).
-            dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
-            A = arm.group_advantages(R, scale=args.scale_rewards == "group").to(dev)  # (P, G)
-            shifted = (arm.shifted_groups(correct, args.arm_groups) & (args.alpha != 0)).to(dev)  # (P,)
-            live = (correct.any(1).to(dev) | (args.beta > 0)).repeat_interleave(G).nonzero()[:, 0]  # (<= N,) rows
-            prompt_mask = ro.attn[:, 1:L] * ro.attn[:, :L - 1]  # (N, L-1) prompt tokens that have a predecessor
-            if args.prompt_conf == "question":  # only those inside the question's text
-                prompt_mask *= common.question_mask(tok, prompts, [r["question"] for r in good], L)[:, 1:].to(
-                    dev).repeat_interleave(G, 0)
-            c_q, adv = torch.ones(len(good), device=dev), torch.zeros(N, device=dev)  # (P,), (N,): filled below
-            old, ent = torch.zeros_like(mask), torch.zeros_like(mask)  # (N, T), from the first update's forward
-            ref = None
-            if args.beta:  # the reference policy: the same base with the adapter switched off
-                with model.disable_adapter():
-                    ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
-
-            # 3. Clipped policy-gradient update(s), micro-batch by micro-batch. The first update's forward is
-            #    pi_old itself (ratio 1: on-policy); later updates (--updates-per-batch) reuse its log-probs.
-            n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
-            for u in range(args.updates_per_batch):
-                opt.zero_grad(set_to_none=True)
-                loss = 0.0
-                for i in range(0, len(live), mb):
-                    rows = live[i:i + mb]  # whole groups in order: a group's first row, which scores c(q), comes first
-                    first = rows % G == 0
-                    logp, e, *logp_q = common.token_logprobs(model, ro.seqs[rows], ro.attn[rows], L - 1,
-                                                             args.temperature, first if u == 0 else None)
-                    if u == 0:
-                        old[rows], ent[rows] = logp.detach(), e.detach()
-                        c_q[rows[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[rows[first]])
-                        c_o = arm.answer_confidence(old[rows], mask[rows], args.arm_low_frac)  # (rows,)
-                        adv[rows] = arm.reweight_rows(A.view(N)[rows], shifted[rows // G], c_o, c_q[rows // G],
-                                                      args.alpha)
-                    loss_tok, clipped = policy_loss(logp, old[rows], adv[rows], args.clip_low, args.clip_high,
-                                                    ref[rows] if ref is not None else None, args.beta)
-                    part = aggregate(loss_tok, mask[rows], args.loss_agg, n_tokens, N)
-                    part.backward()
-                    loss += part.item()
-                    clip_sum += (clipped.float() * mask[rows]).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
-                    raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
-                                     f"not applied and {runs.stands(out)} (try a lower --lr)")
-                opt.step()
+            # 3. Group advantages: GRPO's A = (R - mean) / std within each group.
+            A = arm.group_advantages(R, scale=args.scale_rewards == "group")
+            # 4-5. ARM's shift A~ = A + alpha * (c(q) - c(o|q)) and the clipped update, in one forward (update()).
+            u = update(model, opt, tok, ro, prompts, [r["question"] for r in good], A, correct, args, step, out)
             done, t_update = step, time.time()  # the step whose update the weights now hold
-
-            # 4. Log: every mean over completion tokens divides by their count; diversity is per solved group.
-            groups, statuses = correct.sum(1), [s for _, s in graded]
-            right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(good))]  # per group
-            m = dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(),
-                     entropy=((ent * mask).sum() / mask[live].sum()).item(),  # scored rows; nan: all wrong
-                     completion_len=mask.sum(1).mean().item(),
-                     clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch),
-                     kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0,
-                     **{f"arm_{k}": v for k, v in arm.shift_stats(A, adv.view(-1, G)).items()},  # arm.shift_stats
-                     all_correct=(groups == G).float().mean().item(),
-                     mixed=((groups > 0) & (groups < G)).float().mean().item(),
-                     all_wrong=(groups == 0).float().mean().item(),
-                     **tasks.diversity(task, right, [r["answer"] for r in good], G),  # distinct_correct, ...
-                     no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
-                     timeouts=statuses.count("timeout"),
-                     skipped_gold=skipped_gold, loss=loss, grad_norm=grad_norm, seconds=time.time() - t0,
-                     seconds_sample=t_sample - t0, seconds_grade=t_grade - t_sample,  # where a step goes
+            # 6. Log.
+            m = step_metrics(task, ro, good, R, correct, statuses, u, G, skipped_gold, step)
+            m.update(seconds=time.time() - t0, seconds_sample=t_sample - t0, seconds_grade=t_grade - t_sample,
                      seconds_update=t_update - t_grade)
             if args.eval_every and step % args.eval_every == 0:
-                if gen is not None:
-                    common.sync_generation_copy(model, gen)
-                with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
-                    for t in eval_tasks:  # the fork leaves the training run's random stream untouched
-                        res = evaluation.evaluate(model, tok, t, args.eval_n, eval_ks, args.max_new_tokens, args.temperature,
-                                                  args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
-                        m.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
-                        bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in eval_ks))
-            if args.alpha and math.isfinite(m["arm_rel_spread"]) and quiet is not None:  # nan: no A to compare with
-                quiet = quiet + 1 if m["arm_rel_spread"] < 0.01 else 0  # steps in a row
-                if quiet == 20:
-                    quiet = None  # warned once per run
-                    bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of "
-                              f"|A| for 20 steps: --alpha {args.alpha} barely reorders completions (docs/alpha.md)")
-            try:
-                with metrics_path.open("a") as f:
-                    f.write(cli.to_json(m) + "\n")
-            except OSError as e:  # a full disk: the steps since the checkpoint are lost, and said to be
-                first = int(runs.last_checkpoint(out).name[5:]) + 1 if runs.last_checkpoint(out) else 1
-                lost = f"step {step} is" if first == step else f"steps {first}-{step} are"
-                raise SystemExit(f"error: step {step}: cannot append to {metrics_path}: {e.strerror or e}; "
-                                 f"{runs.stands(out)}, so {lost} lost; free space, then --resume {out} redoes "
-                                 f"{'it' if first == step else 'them'}") from None
+                m.update(evaluate(model, tok, gen, eval_tasks, eval_ks, args, device, bar))
+            quiet = warn_if_arm_is_quiet(quiet, m, args, bar)
+            runs.append_metrics(out, step, m)
             history.append(m)
             if args.wandb:
                 wandb.log(m, step=step)
-            eta = (time.time() - t_run) / (step - start) * (args.steps - step)
-            bar.write(f"step {step:>4}/{args.steps} | reward {m['reward']:.3f} | acc {m['accuracy']:.3f} | "
-                      f"ent {m['entropy']:.3f} | len {m['completion_len']:.1f} | clip {m['clip_frac']:.3f} | "
-                      + (f"kl {m['kl']:.4f} | " if args.beta else "")
-                      + f"ARM |dA| {m['arm_shift']:.3f} all/mixed/none {m['all_correct']:.2f}/{m['mixed']:.2f}/"
-                      f"{m['all_wrong']:.2f} | distinct {m['distinct_correct']:.2f} | {m['seconds']:.2f}s/step | "
-                      f"ETA {eta / 60:.1f}m")
+            bar.write(step_line(m, args, (time.time() - t_run) / (step - start) * (args.steps - step)))
             if args.sample_every and step % args.sample_every == 0:
-                q, a = good[0]["question"], ro.texts[0]  # cut at spaces: whole words
-                bar.write(f"  sample: {q if len(q) <= 200 else q[:200].rsplit(' ', 1)[0] + ' ...'!r} -> "
-                          f"{a if len(a) <= 300 else '... ' + a[-300:].split(' ', 1)[-1]!r} (reward {R[0, 0]:.0f})")
+                bar.write(sample_line(good[0]["question"], ro.texts[0], R[0, 0]))
             bar.update(1)
             if step % args.save_every == 0 or step == args.steps:
                 runs.save_checkpoint(out, step, model, opt)
@@ -394,16 +384,96 @@ def main(argv=None):
         sys.exit(130)
     finally:
         bar.close()  # also when an error stops the run
+    summary(history, skipped_gold, G, out)
+
+
+def skip_step(step, skipped_gold, args, bar, out, model, opt) -> int:
+    """A step none of whose prompts has a gradable gold: said, counted, saved on schedule. Returns the step."""
+    bar.write(f"step {step:>4}/{args.steps} | skipped: no prompt of the batch has a gradable gold "
+              f"answer ({skipped_gold} skipped so far); nothing logged to metrics.jsonl")
+    bar.update(1)
+    if step % args.save_every == 0 or step == args.steps:
+        runs.save_checkpoint(out, step, model, opt)
+    return step
+
+
+def sample_line(q, a, reward) -> str:
+    """One sampled completion for the log, cut at spaces (whole words)."""
+    return (f"  sample: {q if len(q) <= 200 else q[:200].rsplit(' ', 1)[0] + ' ...'!r} -> "
+            f"{a if len(a) <= 300 else '... ' + a[-300:].split(' ', 1)[-1]!r} (reward {reward:.0f})")
+
+
+def interrupted(out, start, done, model, opt, bar, signum):
+    """A signal arrived during the last step: save it (if one ran since the start), say how to continue, exit."""
+    if done > start:
+        runs.save_checkpoint(out, done, model, opt)
+    bar.close()  # the message gets its own line
+    print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
+          else "interrupted before the first step: nothing saved")
+    sys.exit(128 + signum)
+
+
+def step_metrics(task, ro, rows, R, correct, statuses, u, G, skipped_gold, step) -> dict:
+    """One metrics.jsonl line (docs/runs.md): every mean over completion tokens divides by their count;
+    diversity is per group with a correct completion."""
+    groups, mask = correct.sum(1), ro.mask.float()
+    right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(rows))]  # per group
+    return dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(), entropy=u["entropy"],
+                completion_len=mask.sum(1).mean().item(), clip_frac=u["clip_frac"], kl=u["kl"],
+                **{f"arm_{k}": v for k, v in arm.shift_stats(u["A"], u["adv"]).items()},
+                all_correct=(groups == G).float().mean().item(), mixed=((groups > 0) & (groups < G)).float().mean().item(),
+                all_wrong=(groups == 0).float().mean().item(),
+                **tasks.diversity(task, right, [r["answer"] for r in rows], G),  # distinct_correct, coverage, ...
+                no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
+                timeouts=statuses.count("timeout"), skipped_gold=skipped_gold, loss=u["loss"], grad_norm=u["grad_norm"])
+
+
+def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
+    """Pass@k and the rest of eval.py's metrics on held-out problems (--eval-every), in a forked random stream."""
+    if gen is not None:
+        common.sync_generation_copy(model, gen)
+    out = {}
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+        for t in eval_tasks:  # the fork leaves the training run's random stream untouched
+            res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens, args.temperature,
+                                      args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
+            out.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
+            bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks))
+    return out
+
+
+def warn_if_arm_is_quiet(quiet, m, args, bar):
+    """Steps in a row where ARM's within-group shift stayed under 1% of |A|; at 20, warn once (then None)."""
+    if not args.alpha or quiet is None or not math.isfinite(m["arm_rel_spread"]):  # nan: no A to compare with
+        return quiet
+    quiet = quiet + 1 if m["arm_rel_spread"] < 0.01 else 0
+    if quiet == 20:
+        bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of |A| for "
+                  f"20 steps: --alpha {args.alpha} barely reorders completions (docs/alpha.md)")
+        return None
+    return quiet
+
+
+def step_line(m, args, eta) -> str:
+    return (f"step {m['step']:>4}/{args.steps} | reward {m['reward']:.3f} | acc {m['accuracy']:.3f} | "
+            f"ent {m['entropy']:.3f} | len {m['completion_len']:.1f} | clip {m['clip_frac']:.3f} | "
+            + (f"kl {m['kl']:.4f} | " if args.beta else "")
+            + f"ARM |dA| {m['arm_shift']:.3f} all/mixed/none {m['all_correct']:.2f}/{m['mixed']:.2f}/"
+            f"{m['all_wrong']:.2f} | distinct {m['distinct_correct']:.2f} | {m['seconds']:.2f}s/step | "
+            f"ETA {eta / 60:.1f}m")
+
+
+def summary(history, skipped_gold, G, out):
     last = history[-min(10, len(history)):]
     if not last:  # every step skipped: no gold answer of the batches could be graded
         print(f"summary: no step was trained: every prompt drawn had a gold answer that cannot be graded "
               f"(skipped gold {skipped_gold}; check --answer-field and the answers in the data); saved to {out}")
-    else:
-        mean = lambda k: statistics.fmean([m[k] for m in last if m[k] is not None and math.isfinite(m[k])] or [math.nan])
-        print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
-              f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "
-              f"(of {G} samples) | no answer {sum(m['no_answer'] for m in last)} | grading timeouts "
-              f"{sum(m['timeouts'] for m in last)} | skipped gold {skipped_gold} | saved to {out}")
+        return
+    mean = lambda k: statistics.fmean([m[k] for m in last if m[k] is not None and math.isfinite(m[k])] or [math.nan])
+    print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
+          f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "
+          f"(of {G} samples) | no answer {sum(m['no_answer'] for m in last)} | grading timeouts "
+          f"{sum(m['timeouts'] for m in last)} | skipped gold {skipped_gold} | saved to {out}")
 
 
 if __name__ == "__main__":

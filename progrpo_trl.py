@@ -105,7 +105,7 @@ class ProGRPOTrainer(GRPOTrainer):
         # The whole batch on every process, rows in rank order, as TRL gathers its rewards: (N,) each.
         A, c_q, c_o = (self.accelerator.gather(t.float()) for t in (out["advantages"], c_q, c_o))
         reward = (self._arm_rewards * self.reward_weights.to(self._arm_rewards.device)).nansum(dim=1)
-        correct = (reward > 0.5).view(-1, G)  # (P, G); an unscorable completion (None rewards) is not correct
+        correct = (reward >= tasks.CORRECT_REWARD).view(-1, G)  # (P, G); an unscorable one (None) is not correct
         A = A.view(-1, G)
         A_t = arm.reweight(A, correct, c_o, c_q[::G], self.args.alpha, self.args.arm_groups)  # c(q): 1st row
         n, rank = len(out["advantages"]), self.accelerator.process_index
@@ -159,7 +159,7 @@ class Args(ProGRPOConfig):
 
     def __post_init__(self):
         self.task = self.task or ("demo" if self.model == "tiny" and not self.data else "gsm8k")
-        preset = progrpo.PRESETS["demo" if self.task == "demo" else "hub"]
+        preset = progrpo.PRESETS[self.task if self.task in ("demo", "multi") else "hub"]  # as progrpo.py
         G = self.num_generations or preset["group_size"]
         rows = preset["prompts_per_step"] * G // int(os.environ.get("WORLD_SIZE", 1))  # k: set by accelerate launch
         micro = self.per_device_train_batch_size or min(preset["micro_batch"] or rows, rows)

@@ -45,6 +45,33 @@ def save_checkpoint(out: Path, step, model, opt):
             shutil.rmtree(old)
 
 
+def load_state(ckpt: Path, opt) -> None:
+    """A checkpoint's optimizer state and random streams (state.pt), or one line when it cannot be read."""
+    try:
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+    except Exception as e:  # truncated or foreign file: pickle, zip, key and shape errors vary
+        raise SystemExit(f"error: {ckpt / 'state.pt'} is unreadable ({type(e).__name__}); "
+                         f"the run cannot be continued from it") from None
+    torch.set_rng_state(state["rng"]["cpu"])
+    if state["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def append_metrics(out: Path, step: int, m: dict) -> None:
+    """One step's line at the end of metrics.jsonl; a full disk is one line naming the steps lost since the
+    last checkpoint (which --resume redoes)."""
+    path = out / "metrics.jsonl"
+    try:
+        with path.open("a") as f:
+            f.write(cli.to_json(m) + "\n")
+    except OSError as e:
+        first = int(last_checkpoint(out).name[5:]) + 1 if last_checkpoint(out) else 1
+        lost = f"step {step} is" if first == step else f"steps {first}-{step} are"
+        raise SystemExit(f"error: step {step}: cannot append to {path}: {e.strerror or e}; {stands(out)}, so {lost} "
+                         f"lost; free space, then --resume {out} redoes {'it' if first == step else 'them'}") from None
+
+
 def stands(out: Path) -> str:
     """Which checkpoint a stopped run can be resumed from, in words."""
     ckpt = last_checkpoint(out)
@@ -165,7 +192,7 @@ def check_run_folder(args) -> tuple[Path | None, int]:
 PANELS = [("accuracy", "accuracy (share of correct completions)"), ("entropy", "token entropy"),
           ("distinct_correct", "distinct correct answers / solved prompt"), ("coverage", "coverage of the correct set"),
           ("arm_rel_spread", "ARM's within-group shift / |A|")]
-SAME = {"out", "resume", "seed", "wandb", "sample_every", "save_every"}  # flags that do not make another experiment
+SAME = {"out", "resume", "seed", "wandb", "sample_every", "save_every", "data_sha256"}  # not another experiment
 
 
 @dataclasses.dataclass

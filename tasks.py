@@ -21,6 +21,8 @@ import rewards
 import sandbox
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CORRECT = "correct"  # the one status that means solved, for every task: trainer, evaluator and TRL plug-in;
+CORRECT_REWARD = 1.0  # every grader gives it the full reward (where only rewards are seen: progrpo_trl.py)
 CODE_INSTRUCTION = "Write the complete Python solution in one ```python code block."
 CODE_SETS = ("mbpp", "humaneval")  # their rows are mapped by code_rows: the fields below are not used
 CODE_TIMEOUT = 10  # seconds per program, wall clock (sandbox.run)
