@@ -34,10 +34,10 @@ Choices where the paper is silent (docs/design.md's table says why; a flag where
     below the checkpoint); metrics lines after the checkpoint are redone, a torn last line dropped.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
-20. With beta = 0, groups whose advantages are all 0 and that have no correct completion (all-wrong groups with
-    0/1 rewards: never shifted) get no forward or backward (live_rows): the gradient is the same; the entropy
-    metric covers the forwarded rows (null when there are none). "Correct" is the status tasks.CORRECT (full
-    reward); any reward in [0, 1] trains: a group of partial credit has advantages, so it is forwarded.
+20. With beta = 0, groups whose advantages are all 0 and that have no correct completion (all-wrong
+    groups with 0/1 rewards: never shifted) get no forward or backward (live_rows): the gradient is the
+    same; the entropy metric covers the forwarded rows (null when there are none). "Correct" is the status
+    tasks.CORRECT (full reward); any reward in [0, 1] trains: partial credit has advantages.
 
 Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~20 s
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
@@ -68,8 +68,8 @@ import tasks
 
 @dataclass
 class Args:
-    model: str = "tiny"  # 'tiny' (offline demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
-    task: str = ""  # demo | multi (several answers) | gsm8k | math | dapo | mbpp (code); default: demo for tiny, else gsm8k
+    model: str = "tiny"  # 'tiny' (demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
+    task: str = ""  # demo | multi | gsm8k | math | dapo | mbpp (code); default: demo for tiny, else gsm8k
     data: str = ""  # a local JSON Lines file of problems instead of a named task
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
@@ -85,14 +85,14 @@ class Args:
     alpha: float = 1.0  # ARM strength; 0 reproduces plain GRPO exactly
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
     arm_groups: Literal["any-correct", "mixed"] = "any-correct"  # which groups ARM shifts
-    prompt_conf: Literal["template", "question"] = "template"  # c(q) over the whole prompt (paper) or the question
+    prompt_conf: Literal["template", "question"] = "template"  # c(q) over the prompt (paper) or the question
     scale_rewards: Literal["group", "none"] = "group"  # divide by the group std (GRPO) or not (Dr.GRPO)
     clip_low: float = 0.2  # ratio clipped below at 1 - clip_low
     clip_high: float = 0.28  # ratio clipped above at 1 + clip_high
     loss_agg: Literal["token-mean", "seq-mean"] = "token-mean"  # how token losses are averaged
     beta: float = 0.0  # KL(pi || ref) coefficient, k3 estimator; ref = base without the adapter
     updates_per_batch: int = 1  # optimizer steps per rollout batch (>1: off-policy, clipping matters)
-    micro_batch: Optional[int] = None  # rows per forward/backward, 0: all at once (default: 0 demo, 8 otherwise)
+    micro_batch: Optional[int] = None  # rows per forward/backward, 0: all at once (default: 0 demo, else 8)
     max_grad_norm: float = 1.0  # gradient clipping
     lora_rank: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
@@ -125,8 +125,9 @@ def check_args(args):
     cli.check_ranges(args, dict(
         steps="int >= 1", prompts_per_step="int >= 1", group_size="int >= 2", max_new_tokens="int >= 1",
         lr="in (0, 1]", temperature="> 0", top_p="in (0, 1]", alpha=">= 0", arm_low_frac="in (0, 1]",
-        clip_low="in [0, 1)", clip_high=">= 0", beta=">= 0", updates_per_batch="int >= 1", micro_batch="int >= 0",
-        max_grad_norm="> 0", lora_rank="int >= 1", lora_alpha="int >= 1", seed="int >= 0", save_every="int >= 1",
+        clip_low="in [0, 1)", clip_high=">= 0", beta=">= 0", updates_per_batch="int >= 1",
+        micro_batch="int >= 0", max_grad_norm="> 0", lora_rank="int >= 1", lora_alpha="int >= 1",
+        seed="int >= 0", save_every="int >= 1",
         sample_every="int >= 0", eval_every="int >= 0", eval_n="int >= 1", eval_limit="int >= 0"))
     if args.wandb and importlib.util.find_spec("wandb") is None:
         raise SystemExit("error: --wandb needs the wandb package: pip install wandb")
@@ -169,9 +170,10 @@ def batch_rows(step, P, n, seed):
 
 
 def load(argv):
-    """Flags (a --resume run's own config), presets and checks, the task, the model (LoRA on a frozen base, from
-    the last checkpoint when resuming) and its optimizer: everything before the run folder is written.
-    Returns (args, start step, lock or None, device, task, eval tasks, model, tokenizer, optimizer, generation copy)."""
+    """Flags (a --resume run's own config), presets and checks, the task, the model (LoRA on a frozen base,
+    from the last checkpoint when resuming) and its optimizer: everything before the run folder is written.
+    Returns (args, start step, lock or None, device, task, eval tasks, model, tokenizer, optimizer,
+    generation copy)."""
     args, given = cli.parse_args(Args, argv)
     lock = None
     if args.resume:  # the run's own config; a second live process on the folder is refused
@@ -184,7 +186,7 @@ def load(argv):
     check_args(args)
     ckpt, start = runs.check_run_folder(args)
     device = common.pick_device()
-    # config.json records what runs: NF4 and gradient checkpointing are CUDA-only; the tiny model is not 4-bit.
+    # config.json records what runs: NF4 and checkpointing are CUDA-only; the tiny model is not 4-bit.
     args.load_in_4bit &= device == "cuda" and args.model != "tiny"
     args.gradient_checkpointing &= device == "cuda"
     torch.manual_seed(args.seed)
@@ -207,7 +209,7 @@ def load(argv):
 
 
 def open_run_folder(args, task, start, device, gen):
-    """The run folder, written only now that every check has passed: (folder, metrics so far, lock or None)."""
+    """The run folder, written only now that every check has passed: (folder, metrics so far, lock)."""
     lock, history = None, []
     if args.resume:
         out = Path(args.out)
@@ -221,22 +223,24 @@ def open_run_folder(args, task, start, device, gen):
     cli.write_atomic(out / "config.json", cli.to_json({**asdict(args), "data_sha256": data_sha256}, indent=1))
     cli.write_atomic(out / "metrics.jsonl", "".join(cli.to_json(m) + "\n" for m in history))
     print(json.dumps(vars(args)))
-    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems, graded by {task.grader} | "
-          f"out {out} | sampling from " + ("a merged copy" if gen is not None else "the peft model")
+    source = "a merged copy" if gen is not None else "the peft model"
+    print(f"model {args.model} on {device} | task {task.name}: {len(task.rows)} problems, graded by "
+          f"{task.grader} | out {out} | sampling from {source}"
           + (f" | resuming at step {start}" if start else ""))
     return out, history, lock
 
 
 def stop_on_signals(bar) -> list:
-    """Ctrl-C or SIGTERM (how SLURM and Kubernetes stop a job) finishes the current step, so that the checkpoint
-    and metrics.jsonl agree; a second one quits at once. Returns the list the signals are appended to."""
+    """Ctrl-C or SIGTERM (how SLURM and Kubernetes stop a job) finishes the current step, so that the
+    checkpoint and metrics.jsonl agree; a second one quits at once. Returns the list signals go to."""
     stop = []
 
     def on_signal(signum, _):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.default_int_handler)
         stop.append(signum)
-        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving (Ctrl-C again quits without saving)")
+        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
+                  f"(Ctrl-C again quits without saving)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -281,8 +285,8 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
     and of the completion. On-policy, pi_old is the policy itself, so the first update's forward gives them
     (detached; ratio 1) and each row's A~ is known before its loss is formed: no separate old-policy pass.
     c(q) comes from each group's first row (every row of a group has the same prompt). Later updates
-    (--updates-per-batch) reuse those log-probs. The token-mean divides by every completion token of the batch,
-    forwarded or not, so skipping the rows of live_rows' complement leaves the gradient unchanged."""
+    (--updates-per-batch) reuse those log-probs. The token-mean divides by every completion token of the
+    batch, forwarded or not, so skipping the rows that live_rows leaves out keeps the gradient unchanged."""
     G, N, L = args.group_size, len(ro.texts), ro.prompt_len
     dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
     A = A.to(dev)
@@ -305,13 +309,14 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
         for i in range(0, len(live), mb):
             idx = live[i:i + mb]  # whole groups in order: a group's first row, which scores c(q), comes first
             first = idx % G == 0
-            logp, e, *logp_q = common.token_logprobs(model, ro.seqs[idx], ro.attn[idx], L - 1, args.temperature,
-                                                     first if u == 0 else None)
+            logp, e, *logp_q = common.token_logprobs(model, ro.seqs[idx], ro.attn[idx], L - 1,
+                                                     args.temperature, first if u == 0 else None)
             if u == 0:  # ARM: pi_old's confidences, then each row's shifted advantage (arm.py)
                 old[idx], ent[idx] = logp.detach(), e.detach()
                 c_q[idx[first] // G] = arm.prompt_confidence(logp_q[0], prompt_mask[idx[first]])
                 c_o = arm.answer_confidence(old[idx], mask[idx], args.arm_low_frac)  # (rows,)
-                adv[idx] = arm.reweight_rows(A.view(N)[idx], shifted[idx // G], c_o, c_q[idx // G], alpha[idx // G])
+                g = idx // G  # each row's group
+                adv[idx] = arm.reweight_rows(A.view(N)[idx], shifted[g], c_o, c_q[g], alpha[g])
             loss_tok, clipped = policy_loss(logp, old[idx], adv[idx], args.clip_low, args.clip_high,
                                             ref[idx] if ref is not None else None, args.beta)
             part = aggregate(loss_tok, mask[idx], args.loss_agg, n_tokens, N)
@@ -323,14 +328,15 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
             raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
                              f"not applied and {runs.stands(out)} (try a lower --lr)")
         opt.step()
-    return dict(adv=adv.view(-1, G), A=A, entropy=((ent * mask).sum() / mask[live].sum()).item(),  # nan: none live
+    entropy = ((ent * mask).sum() / mask[live].sum()).item()  # over the forwarded rows; nan: none
+    return dict(adv=adv.view(-1, G), A=A, entropy=entropy,
                 kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0, loss=loss,
                 grad_norm=grad_norm, clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch))
 
 
 def main(argv=None):
     args, start, lock, device, task, eval_tasks, model, tok, opt, gen = load(argv)  # noqa: F841 (lock: held)
-    out, history, new_lock = open_run_folder(args, task, start, device, gen)  # noqa: F841 (held until the end)
+    out, history, new_lock = open_run_folder(args, task, start, device, gen)  # noqa: F841 (held to the end)
     if args.wandb:
         import wandb
         wandb.init(project="progrpo", config=vars(args), name=out.name, resume="allow")
@@ -344,7 +350,7 @@ def main(argv=None):
                 interrupted(out, start, done, model, opt, bar, stop[0])
             t0 = time.time()
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
-            good = [r for r in rows if task.gold_ok(r["answer"])]  # a gold that cannot be graded skips its prompt
+            good = [r for r in rows if task.gold_ok(r["answer"])]  # an ungradable gold skips its prompt
             skipped_gold += len(rows) - len(good)
             if not good:  # nothing to train on; the step still counts, and still saves on schedule
                 done = skip_step(step, skipped_gold, args, bar, out, model, opt)
@@ -358,8 +364,9 @@ def main(argv=None):
             t_grade = time.time()
             # 3. Group advantages: GRPO's A = (R - mean) / std within each group.
             A = arm.group_advantages(R, scale=args.scale_rewards == "group")
-            # 4-5. ARM's shift A~ = A + alpha * (c(q) - c(o|q)) and the clipped update, in one forward (update()).
-            u = update(model, opt, tok, ro, prompts, [r["question"] for r in good], A, correct, args, step, out)
+            # 4-5. ARM's shift A~ = A + alpha * (c(q) - c(o|q)) and the clipped update, in one forward.
+            questions = [r["question"] for r in good]
+            u = update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
             done, t_update = step, time.time()  # the step whose update the weights now hold
             # 6. Log.
             m = step_metrics(task, ro, good, R, correct, statuses, u, G, skipped_gold, step)
@@ -388,7 +395,7 @@ def main(argv=None):
 
 
 def skip_step(step, skipped_gold, args, bar, out, model, opt) -> int:
-    """A step none of whose prompts has a gradable gold: said, counted, saved on schedule. Returns the step."""
+    """A step none of whose prompts has a gradable gold: said, counted, saved on schedule."""
     bar.write(f"step {step:>4}/{args.steps} | skipped: no prompt of the batch has a gradable gold "
               f"answer ({skipped_gold} skipped so far); nothing logged to metrics.jsonl")
     bar.update(1)
@@ -404,7 +411,7 @@ def sample_line(q, a, reward) -> str:
 
 
 def interrupted(out, start, done, model, opt, bar, signum):
-    """A signal arrived during the last step: save it (if one ran since the start), say how to continue, exit."""
+    """A signal arrived during the last step: save it (if one ran), say how to continue, exit."""
     if done > start:
         runs.save_checkpoint(out, done, model, opt)
     bar.close()  # the message gets its own line
@@ -418,18 +425,21 @@ def step_metrics(task, ro, rows, R, correct, statuses, u, G, skipped_gold, step)
     diversity is per group with a correct completion."""
     groups, mask = correct.sum(1), ro.mask.float()
     right = [[ro.texts[p * G + g] for g in range(G) if correct[p, g]] for p in range(len(rows))]  # per group
-    return dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(), entropy=u["entropy"],
+    return dict(step=step, reward=R.mean().item(), accuracy=correct.float().mean().item(),
+                entropy=u["entropy"],
                 completion_len=mask.sum(1).mean().item(), clip_frac=u["clip_frac"], kl=u["kl"],
                 **{f"arm_{k}": v for k, v in arm.shift_stats(u["A"], u["adv"]).items()},
-                all_correct=(groups == G).float().mean().item(), mixed=((groups > 0) & (groups < G)).float().mean().item(),
+                all_correct=(groups == G).float().mean().item(),
+                mixed=((groups > 0) & (groups < G)).float().mean().item(),
                 all_wrong=(groups == 0).float().mean().item(),
-                **tasks.diversity(task, right, [r["answer"] for r in rows], G),  # distinct_correct, coverage, ...
+                **tasks.diversity(task, right, [r["answer"] for r in rows], G),  # distinct, coverage, ...
                 no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
-                timeouts=statuses.count("timeout"), skipped_gold=skipped_gold, loss=u["loss"], grad_norm=u["grad_norm"])
+                timeouts=statuses.count("timeout"), skipped_gold=skipped_gold, loss=u["loss"],
+                grad_norm=u["grad_norm"])
 
 
 def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
-    """Pass@k and the rest of eval.py's metrics on held-out problems (--eval-every), in a forked random stream."""
+    """eval.py's metrics on held-out problems (--eval-every), in a forked random stream."""
     if gen is not None:
         common.sync_generation_copy(model, gen)
     out = {}
@@ -438,7 +448,8 @@ def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
             res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens, args.temperature,
                                       args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
             out.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
-            bar.write(f"  eval {t.name}: " + " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks))
+            passes = " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks)
+            bar.write(f"  eval {t.name}: {passes}")
     return out
 
 
@@ -448,8 +459,8 @@ def warn_if_arm_is_quiet(quiet, m, args, bar):
         return quiet
     quiet = quiet + 1 if m["arm_rel_spread"] < 0.01 else 0
     if quiet == 20:
-        bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of |A| for "
-                  f"20 steps: --alpha {args.alpha} barely reorders completions (docs/alpha.md)")
+        bar.write(f"warning: the part of ARM's shift that differs within a group has stayed below 1% of |A| "
+                  f"for 20 steps: --alpha {args.alpha} barely reorders completions (docs/alpha.md)")
         return None
     return quiet
 
@@ -467,11 +478,14 @@ def summary(history, skipped_gold, G, out):
     last = history[-min(10, len(history)):]
     if not last:  # every step skipped: no gold answer of the batches could be graded
         print(f"summary: no step was trained: every prompt drawn had a gold answer that cannot be graded "
-              f"(skipped gold {skipped_gold}; check --answer-field and the answers in the data); saved to {out}")
+              f"(skipped gold {skipped_gold}; check --answer-field and the answers in the data); "
+              f"saved to {out}")
         return
-    mean = lambda k: statistics.fmean([m[k] for m in last if m[k] is not None and math.isfinite(m[k])] or [math.nan])
+    finite = lambda k: [m[k] for m in last if m[k] is not None and math.isfinite(m[k])]
+    mean = lambda k: statistics.fmean(finite(k) or [math.nan])
     print(f"summary (mean of the last {len(last)} steps): accuracy {mean('accuracy'):.3f} | "
-          f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt {mean('distinct_correct'):.2f} "
+          f"entropy {mean('entropy'):.3f} | distinct correct answers per prompt "
+          f"{mean('distinct_correct'):.2f} "
           f"(of {G} samples) | no answer {sum(m['no_answer'] for m in last)} | grading timeouts "
           f"{sum(m['timeouts'] for m in last)} | skipped gold {skipped_gold} | saved to {out}")
 
