@@ -171,9 +171,9 @@ def multi_gold(question: str, answers: list, kind: str = "", vocab: list = ()) -
     answers = [str(a).strip() for a in answers]
     kind = kind or ("number" if all(re.fullmatch(r"-?\d+", a) for a in answers) else "word")
     vocab = sorted({w.lower() for w in [*vocab, *answers]}) if kind == "word" else []
-    echo = (re.findall(r"-?\d+", question) if kind != "word" else
+    echo = (list(map(canonical_int, re.findall(r"-?\d+", question))) if kind != "word" else
             [w for w in vocab if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", question, re.I)])
-    answers = sorted({a.lower() for a in answers})
+    answers = sorted({canonical_int(a) if kind == "number" else a.lower() for a in answers})
     return {"answers": answers, "kind": kind, "vocab": vocab, "echo": sorted(set(echo) - set(answers))}
 
 
@@ -186,8 +186,15 @@ def multi_candidates(completion: str, gold: dict) -> list:
         pattern = r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)"
         found = [w.lower() for w in re.findall(pattern, completion, re.I)] if words else []
     else:
-        found = [str(int(x)) for x in re.findall(r"(?<![\w.])-?\d+(?!\.\d|\d|\w)", completion)]
+        found = [canonical_int(x) for x in re.findall(r"(?<![\w.])-?\d+(?!\.\d|\d|\w)", completion)]
     return [x for x in found if x not in gold["echo"]]
+
+
+def canonical_int(text: str) -> str:
+    """'007' -> '7', '-0' -> '0': an integer's digits without int(), which refuses numbers over 4300 digits."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    digits = digits.lstrip("0") or "0"
+    return digits if digits == "0" else sign + digits
 
 
 def multi_answer(completion: str, gold: dict) -> str | None:

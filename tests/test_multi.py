@@ -51,6 +51,11 @@ def test_hacks_and_wrong_numbers_score_0(completion, status):
     assert tasks.grade_multi(completion, PRIME) == (0.0, status)
 
 
+def test_odd_numbers_never_crash():
+    assert tasks.grade_multi("9" * 5000, PRIME) == (0.0, "wrong")  # over int()'s 4300-digit limit: graded, 0
+    assert tasks.grade_multi("013", PRIME) == (1.0, "correct") and tasks.multi_answer("-0 or 0", PRIME) == "0"
+
+
 def test_pairs_of_digits():
     g = gold_of("Name two digits that add up to 12")
     for right in ("3 9", "9 3", "3 and 9", "3 + 9 = 12", "6 6", "The digits are 5 and 7."):
@@ -92,11 +97,12 @@ def test_jsonl_form(tmp_path):
     numbers, words = tmp_path / "n.jsonl", tmp_path / "w.jsonl"
     numbers.write_text("\n".join(json.dumps(r) for r in [
         {"question": "Name a number between 1 and 5.", "answers": [2, 3, 4]},
-        {"question": "Name a square below 10.", "answers": ["1", "4", "9"]}]))
+        {"question": "Name a square below 10.", "answers": ["1", "04", "9"]}]))
     words.write_text("\n".join(json.dumps(r) for r in [
         {"q": "Name a fruit.", "a": ["apple", "Banana"]}, {"q": "Name a vegetable.", "a": ["carrot", "leek"]}]))
     t = tasks.from_flags("multi", str(numbers), answer_field="answers")
     assert t.name == "n" and t.answer_set(t.rows[0]["answer"]) == ["2", "3", "4"]
+    assert t.answer_set(t.rows[1]["answer"]) == ["1", "4", "9"]  # "04" is 4
     assert t.grade(["3", "1", "2 or 3"], [t.rows[0]["answer"]] * 3) == [(1.0, "correct"), (0.0, "no_answer"),
                                                                       (0.0, "hedge")]
     w = tasks.multi_file_task(str(words), "q", "a")
