@@ -32,7 +32,6 @@ from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DynamicCache,  # noqa: E402
                           GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
-
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import logprob_kernel  # noqa: E402
@@ -179,8 +178,8 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
     else:
         targets = lora_targets if lora_targets == "all-linear" else lora_targets.split(",")
         names = [n for n, _ in model.named_modules()]  # peft matches a target to the last part(s) of a name
-        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)] if lora_targets != \
-            "all-linear" else []
+        missing = [] if targets == "all-linear" else [
+            t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
         if missing:  # peft would skip it silently when another name matches, or raise NoMatchingPeftModuleError
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
             raise SystemExit(f"error: --lora-targets {lora_targets}: the model has no module {missing[0]!r} "

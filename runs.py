@@ -66,7 +66,8 @@ def append_metrics(out: Path, step: int, m: dict) -> None:
         with path.open("a") as f:
             f.write(cli.to_json(m) + "\n")
     except OSError as e:
-        first = int(last_checkpoint(out).name[5:]) + 1 if last_checkpoint(out) else 1
+        ckpt = last_checkpoint(out)
+        first = int(ckpt.name[5:]) + 1 if ckpt else 1
         lost = f"step {step} is" if first == step else f"steps {first}-{step} are"
         raise SystemExit(f"error: step {step}: cannot append to {path}: {e.strerror or e}; {stands(out)}, so {lost} "
                          f"lost; free space, then --resume {out} redoes {'it' if first == step else 'them'}") from None
@@ -247,8 +248,8 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
             curves = []
             for _, _, rows in members:
                 steps = [r["step"] for r in rows]
-                values = torch.tensor([r.get(m) if r.get(m) is not None else float("nan") for r in rows]).double()
-                curves.append((steps, moving_average(values, smooth)))
+                ys = torch.tensor([r.get(m) if r.get(m) is not None else float("nan") for r in rows]).double()
+                curves.append((steps, moving_average(ys, smooth)))
             n = min(len(v) for _, v in curves)  # seeds may have run for different lengths
             stack = torch.stack([v[:n] for _, v in curves])
             (handle,) = ax.plot(curves[0][0][:n], stack.nanmean(0), label=label)

@@ -200,8 +200,12 @@ def canonical_int(text: str) -> str:
 def multi_answer(completion: str, gold: dict) -> str | None:
     """The completion's one answer, normalised ('13', 'france', pairs as '3+9' with the smaller digit first),
     or None when it has none or more than one (a hedge: '11, 13 or 17', 'either 11 or 13')."""
-    found = multi_candidates(completion, gold)
-    if gold["kind"] == "pair":
+    return one_answer(multi_candidates(completion, gold), gold["kind"])
+
+
+def one_answer(found: list, kind: str) -> str | None:
+    """multi_answer's choice among a completion's answer attempts `found`."""
+    if kind == "pair":
         return "+".join(sorted(found)) if len(found) == 2 else None
     return found[0] if len(set(found)) == 1 else None
 
@@ -216,7 +220,7 @@ def grade_multi(completion: str, gold: dict) -> tuple:
         return 0.0, "no_answer"
     if len(found) > 2 if gold["kind"] == "pair" else len(set(found)) > 1:
         return 0.0, "hedge"
-    return (1.0, "correct") if multi_answer(completion, gold) in gold["answers"] else (0.0, "wrong")
+    return (1.0, CORRECT) if one_answer(found, gold["kind"]) in gold["answers"] else (0.0, "wrong")
 
 
 def answers_task(name: str, rows: list) -> Task:
