@@ -143,24 +143,38 @@ def pick_device() -> str:
     return "cpu"
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """--dtype: 'auto' is bf16 on a GPU that has it natively (compute capability >= 8.0: Ampere and
+    later), fp16 on older ones (T4, V100, RTX 20xx), fp32 on CPU; any other name is taken as given."""
+    if name != "auto":
+        return name
+    if device != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
 def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: int = 16,
                lora_alpha: int = 32, lora_targets: str = "all-linear", adapter: str = "",
-               gradient_checkpointing: bool = False):
-    """(peft model, tokenizer). LoRA on a frozen base (NF4 4-bit when asked); `adapter` loads a
-    saved LoRA adapter (peft format) instead of a fresh one."""
+               gradient_checkpointing: bool = False, dtype: str = "auto"):
+    """(peft model, tokenizer). LoRA on a frozen base (NF4 4-bit when asked) whose other weights and
+    compute are in `dtype` (resolve_dtype); LoRA's own weights stay fp32 (peft upcasts them), so
+    that fp16 and bf16 runs keep full-precision trainable weights and optimizer state. `adapter`
+    loads a saved LoRA adapter (peft format) instead of a fresh one."""
+    torch_dtype = DTYPES[resolve_dtype(dtype, device)]
     if name == "tiny":
         model, tok = tiny_model()
-        model.to(device)
+        model.to(device, torch_dtype)
     else:
         hub_id = model_source(name)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32
-                                   ) if load_in_4bit else None
+                                   bnb_4bit_compute_dtype=torch_dtype) if load_in_4bit else None
         try:
             tok = AutoTokenizer.from_pretrained(hub_id)
-            model = AutoModelForCausalLM.from_pretrained(
-                hub_id, dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-                quantization_config=quant, device_map={"": device})
+            model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=torch_dtype, quantization_config=quant,
+                                                         device_map={"": device})
         except (OSError, ValueError) as e:  # unknown id, no network, gated repository, a broken folder
             why = (str(e) or type(e).__name__).splitlines()[0]
             raise SystemExit(f"error: cannot load model {hub_id!r}: {why}") from None
@@ -301,10 +315,10 @@ def generation_copy(model):
     """A plain copy of the policy for sampling: no LoRA indirection, no 4-bit dequantisation per
     matmul. Generating through peft's unmerged LoRA costs 2-3x in throughput (issue 5's table);
     merging in place and unmerging after drifts the bf16 base a little every step. Weights are
-    written by sync_generation_copy before each rollout; costs one bf16/fp32 copy of the model, and
-    None is returned when that would take more than 80% of the free GPU memory."""
+    written by sync_generation_copy before each rollout; costs one copy of the model in the run's
+    dtype, and None is returned when that would take more than 80% of the free GPU memory."""
     base = model.get_base_model()
-    dtype = torch.bfloat16 if model.device.type == "cuda" else torch.float32
+    dtype = base.get_output_embeddings().weight.dtype  # the run's dtype (never quantised)
     with torch.device("meta"):  # no random init: every weight is written by the sync
         gen = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
     size = sum(p.numel() * p.element_size() for p in gen.parameters())
