@@ -28,8 +28,13 @@ No tensor of size N x V exists at any time. Under torch.no_grad(), or when hidde
 gradient, step 2's second pass and step 3 are skipped and nothing is kept.
 
 Logits are rounded to the input dtype by the matmul (as in `model(...).logits.float()`); all
-reductions run in float32. Weight gradients are not computed: W is the frozen lm_head.
+reductions run in float32. Weight gradients are not computed: W is the frozen lm_head. In fp16, whose
+largest number is 65504, a chunk whose logits could pass FP16_SAFE (by Cauchy-Schwarz: max |x| <=
+max ||h_i|| * max ||w_v||) is multiplied by a power of two 2^-k before the matmul, exact in binary
+floating point, and the kernel multiplies the logits back by 2^k in float32: any logit fits.
 """
+import math
+
 import torch
 
 try:
@@ -42,6 +47,7 @@ except ImportError:
 
 CHUNK_BYTES = 512 * 2**20  # size cap of the (C, V) logits buffer: 1648 tokens at V=151,936 bf16
 BLOCK_V = 4096  # vocabulary entries per step of the row loop: 8 KiB of bf16, 16 per thread
+FP16_SAFE = 32768.0  # fp16 chunks are scaled so that no logit can pass this (fp16's max: 65504)
 
 
 def reference(hidden, weight, targets, temperature=1.0):
@@ -67,7 +73,8 @@ if HAS_TRITON:
         entropy_ptr,  # (C,) float32 out: -sum_v p_v log p_v
         V,
         stride_row,
-        inv_temp,  # z = x * inv_temp are the tempered logits
+        z_scale,  # z = x * z_scale are the tempered logits (1 / temperature, times 2^k for a scaled fp16 chunk)
+        inv_temp,  # 1 / temperature: d logp / d logits = (onehot - p) * inv_temp
         NEED_GRAD: tl.constexpr,
         BLOCK_V: tl.constexpr,
     ):
@@ -81,12 +88,12 @@ if HAS_TRITON:
         # rescale of t below 0 * inf = nan, a guess above the max could underflow every exp.
         # Keeping t relative to m avoids cancelling two numbers of the size of the logits in
         # lse - t / s.
-        m = tl.load(row_ptr).to(tl.float32) * inv_temp
+        m = tl.load(row_ptr).to(tl.float32) * z_scale
         s = 0.0
         t = 0.0
         for start in range(0, V, BLOCK_V):
             mask = start + cols < V
-            z = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32) * inv_temp
+            z = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32) * z_scale
             m_new = tl.maximum(m, tl.max(z, axis=0))
             alpha = tl.exp(m - m_new)  # rescales the sums kept relative to the old max
             zs = z - m_new
@@ -101,16 +108,17 @@ if HAS_TRITON:
         # An out-of-range target reads NaN rather than another row's memory.
         log_s = tl.log(s)
         z_target = tl.load(row_ptr + target, mask=(target >= 0) & (target < V), other=float("nan"))
-        tl.store(logp_ptr + row, (z_target.to(tl.float32) * inv_temp - m) - log_s)
+        tl.store(logp_ptr + row, (z_target.to(tl.float32) * z_scale - m) - log_s)
         tl.store(entropy_ptr + row, log_s - t / s)
 
-        # 3. Optional second pass: d logp / d x_v = (onehot_v(target) - p_v) * inv_temp, written
-        # over the logits in their own dtype so that cuBLAS can take the buffer as it is.
+        # 3. Optional second pass: d logp / d logits_v = (onehot_v(target) - p_v) * inv_temp (per unscaled
+        # logit: step 3 multiplies by W, not by 2^-k W), written over the logits in their own dtype so that
+        # cuBLAS can take the buffer as it is.
         if NEED_GRAD:
             for start in range(0, V, BLOCK_V):
                 mask = start + cols < V
                 x = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32)  # p = 0 there
-                p = tl.exp((x * inv_temp - m) - log_s)
+                p = tl.exp((x * z_scale - m) - log_s)
                 dx = (tl.where(start + cols == target, 1.0, 0.0) - p) * inv_temp
                 tl.store(row_ptr + start + cols, dx.to(logits_ptr.dtype.element_ty), mask=mask)
 
@@ -141,13 +149,21 @@ def _chunked_forward(hidden, weight, targets, temperature, need_grad, chunk_toke
     logits = torch.empty((min(chunk, n), vocab), dtype=hidden.dtype, device=device)  # reused
     targets = targets.contiguous()
     block_v = min(BLOCK_V, triton.next_power_of_2(vocab))
+    fp16 = hidden.dtype == torch.float16
+    w_norm = torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).max().item() if fp16 else 0.0
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
-        buf = logits[: end - start]
-        torch.mm(hidden[start:end], weight.T, out=buf)  # step 1: (C, H) @ (H, V)
+        buf, h = logits[: end - start], hidden[start:end]
+        k = 0  # fp16: the chunk's largest possible logit, max ||h|| * max ||w||, brought under FP16_SAFE
+        if fp16:
+            bound = torch.linalg.vector_norm(h, dim=1, dtype=torch.float32).max().item() * w_norm
+            k = math.ceil(math.log2(bound / FP16_SAFE)) if FP16_SAFE < bound < math.inf else 0  # inf/nan: as is
+            h = h * 2.0**-k if k else h  # a power of two: exact unless a value falls below fp16's normal range
+        torch.mm(h, weight.T, out=buf)  # step 1: (C, H) @ (H, V)
         _logprob_entropy_kernel[(end - start,)](
             buf, targets[start:end], logp[start:end], entropy[start:end], vocab, buf.stride(0),
-            1.0 / temperature, NEED_GRAD=need_grad, BLOCK_V=block_v, num_warps=8,  # 256 threads a row
+            2.0**k / temperature, 1.0 / temperature, NEED_GRAD=need_grad, BLOCK_V=block_v,
+            num_warps=8,  # 256 threads a row
         )
         if need_grad:
             torch.mm(buf, weight, out=dhidden[start:end])  # step 3: (C, V) @ (V, H)

@@ -150,6 +150,34 @@ def test_triton_out_of_range_target_gives_nan():
     assert torch.isnan(logp[3]) and not torch.isnan(logp[:3]).any() and not torch.isnan(entropy).any()
 
 
+@needs_triton
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the unscaled overflow's inf - inf
+@pytest.mark.parametrize("largest", [6e4, 1e6])
+def test_fp16_logits_past_fp16s_range(largest, monkeypatch):
+    """fp16 tops out at 65504. Logits up to `largest` (1e6: far beyond what RMS-normed hidden states give)
+    come out finite and as exact as fp16 allows: the chunk is scaled by 2^-k before the matmul, so the
+    oracle is given the same rounded logits (hidden * 2^-k @ W^T in fp16, times 2^k). Without the scaling
+    (FP16_SAFE = inf) logits past 65504 overflow to inf and give nan."""
+    hidden, weight, targets = make_inputs(*MULTI_BLOCK, torch.float16)
+    with torch.no_grad():  # logits of std ~3 -> largest logit `largest`, half of the factor on each side
+        factor = (largest / (hidden.float() @ weight.float().T).abs().max()).sqrt()
+        hidden *= factor
+        weight = weight * factor
+    grad_out = torch.randn(len(targets), generator=torch.Generator().manual_seed(1))
+    logp, entropy = logprob_kernel.token_logprobs_entropy_triton(hidden, weight, targets, 0.7)
+    (grad,) = torch.autograd.grad(logp, hidden, grad_out)
+    bound = hidden.detach().float().norm(dim=1).max().item() * weight.float().norm(dim=1).max().item()
+    k = math.ceil(math.log2(bound / logprob_kernel.FP16_SAFE))
+    assert k >= 1 and torch.isfinite(logp).all() and torch.isfinite(grad).all()
+    scaled = (hidden.detach() * 2.0**-k).requires_grad_()  # the same logits / temperature, rounded as the kernel
+    logp64, entropy64, grad64 = float64_oracle(scaled, weight, targets, 0.7 * 2.0**-k, grad_out, round_logits=True)
+    assert rel_err(logp, logp64) < 1e-5 and rel_err(grad, grad64 * 2.0**-k) < 1e-2
+    assert (entropy.double() - entropy64).abs().max() < 1e-5  # ~0: logits this far apart are one-hot
+    monkeypatch.setattr(logprob_kernel, "FP16_SAFE", math.inf)
+    unscaled = logprob_kernel.token_logprobs_entropy_triton(hidden.detach(), weight, targets, 0.7)[0]
+    assert torch.isfinite(unscaled).all() == (largest < 65504)  # fp16's largest number
+
+
 def test_default_chunk_fits_the_memory_budget():
     """At the benchmark's size the extra memory is the logits buffer plus d logp / d hidden."""
     n, vocab, itemsize = 16384, 151936, 2
