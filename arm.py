@@ -76,7 +76,7 @@ def reweight(adv: torch.Tensor, correct: torch.Tensor, answer_conf: torch.Tensor
 
 def shift_stats(adv: torch.Tensor, adv_t: torch.Tensor) -> dict:
     """How ARM moved advantages (P, G) -> (P, G), as numbers to log; d = A~ - A, |A| = mean |A| over the N
-    completions (every rel_ metric divides by it; nan when every A is 0: no group with signal to compare with).
+    completions (every rel_ metric divides by it; nan when all A are 0: no group with signal to compare with).
     shift       mean |d| over the N completions
     rel_shift   shift / |A|. Mostly the part of d that a whole group shares (c(q) - its mean c(o|q)), which
                 moves every completion of the group alike and reorders nothing

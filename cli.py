@@ -17,7 +17,7 @@ def parse_args(cls, argv=None):
     is one line (argparse would print the whole usage first, HfArgumentParser a traceback)."""
     parser = HfArgumentParser(cls)
     parser.error = lambda msg: sys.exit(f"error: {msg} (see --help)")  # sys.exit(str): that line, exit code 1
-    parser.set_defaults(**{f.name: UNSET for f in dataclasses.fields(cls)})  # tells a given flag from a default
+    parser.set_defaults(**{f.name: UNSET for f in dataclasses.fields(cls)})  # tells given flags from defaults
     ns, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.error(f"unknown argument {unknown[0]!r}")
@@ -25,8 +25,8 @@ def parse_args(cls, argv=None):
     return cls(**given), set(given)  # the dataclass fills in the rest
 
 
-RANGES = {">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2,
-          "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
+RANGES = {">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, ">= 1": lambda v: v >= 1,
+          ">= 2": lambda v: v >= 2, "in (0, 1]": lambda v: 0 < v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 def check_ranges(args, rules: dict) -> None:

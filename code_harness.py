@@ -1,13 +1,14 @@
-"""The trusted side of code grading (sandbox.py starts the process): the tests run here, in the grader; each call of
-the program's functions goes to its sandboxed process (sandbox_child.py) and only plain data comes back. A separate
-file so that sandbox.py (the isolation) stays within its line budget.
+"""The trusted side of code grading (sandbox.py starts the process): the tests run here, in the grader; each
+call of the program's functions goes to its sandboxed process (sandbox_child.py) and only plain data comes
+back. A separate file so that sandbox.py (the isolation) stays within its line budget.
 
-grade(): the program's load first (an exception in it: "error"); then ``setup`` (the task's own code: HumanEval's
-prompt, so its helpers such as `poly` are the task's, not the program's; MBPP's test_setup_code) and ``tests`` run
-here, with each name in ``calls`` a stub that sends the call. "failed": the tests' AssertionError; "error": another
-exception (a failed call: the program raised, returned something that is not plain data, or died; a test using a
-name nothing defines); "timeout": the program's deadline passed while it loaded or answered a call; "correct": the
-tests returned. No tests: "correct" once the program loaded (only the program says so: no verdict to trust).
+grade(): the program's load first (an exception in it: "error"); then ``setup`` (the task's own code:
+HumanEval's prompt, so its helpers such as `poly` are the task's, not the program's; MBPP's test_setup_code)
+and ``tests`` run here, with each name in ``calls`` a stub that sends the call. "failed": the tests'
+AssertionError; "error": another exception (a failed call: the program raised, returned something that is not
+plain data, or died; a test using a name nothing defines); "timeout": the program's deadline passed while it
+loaded or answered a call; "correct": the tests returned. No tests: "correct" once the program loaded (only
+the program says so: no verdict to trust).
 """
 import functools
 import contextlib
@@ -38,7 +39,8 @@ def grade(program: "Program", tests: str, setup: str, calls) -> str:
             return "correct"
         namespace = {"__name__": "__grader__"}
         exec(setup, namespace)
-        for name in _stdlib_names(tests) - namespace.keys():  # MBPP's `sys.getsizeof` that the reference imported
+        # MBPP's `sys.getsizeof` that the reference imported
+        for name in _stdlib_names(tests) - namespace.keys():
             namespace[name] = __import__(name)
         namespace.update({name: functools.partial(program.call, name) for name in calls})
         exec(compile(tests, "<tests>", "exec"), namespace)
@@ -116,23 +118,25 @@ class Program:
 
 
 def exits(pid: int, timeout: float) -> bool:
-    """Whether child ``pid`` exits within ``timeout`` seconds: a pidfd, no polling (Popen.wait's costs 10 ms)."""
+    """Whether child ``pid`` exits in ``timeout`` seconds: a pidfd, no polling (Popen.wait's costs 10 ms)."""
     with open(os.pidfd_open(pid), "rb", buffering=0) as pidfd:
         return bool(select.select([pidfd], [], [], timeout)[0])
 
 
 def cgroup_parents(limit: dict) -> tuple:
-    """(directory, {file: limit}) where root can make a program's cgroup (v1 memory and pids, or v2), probed."""
+    """(directory, {file: limit}) where root can make program cgroups (v1 memory and pids, or v2), probed."""
     found = []
     if os.geteuid() == 0:
         memory, processes = limit["MEMORY"], limit["PROCESSES"]
         for line in open("/proc/self/cgroup"):
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            for name, limits in (("memory", {"memory.limit_in_bytes": memory}), ("pids", {"pids.max": processes})):
+            for name, limits in (("memory", {"memory.limit_in_bytes": memory}),
+                                 ("pids", {"pids.max": processes})):
                 if name in controllers.split(","):
                     found.append((f"/sys/fs/cgroup/{name}{path}".rstrip("/"), limits))
             if not controllers and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-                found.append((f"/sys/fs/cgroup{path}".rstrip("/"), {"memory.max": memory, "pids.max": processes}))
+                found.append((f"/sys/fs/cgroup{path}".rstrip("/"),
+                              {"memory.max": memory, "pids.max": processes}))
     return tuple(parent for parent in found if cgroups(None, [parent]))
 
 

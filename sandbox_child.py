@@ -1,12 +1,13 @@
 """The sandboxed side of sandbox.py, and the plain-data encoding both sides use. A separate file so that
-sandbox.py stays within its line budget and this one can be handed to the child as source (``python -I -S -c``:
-the child never reads the checkout, wherever it lies).
+sandbox.py stays within its line budget and this one can be handed to the child as source
+(``python -I -S -c``: the child never reads the checkout, wherever it lies).
 
-The child: moves the two protocol pipes off fds 0 and 1 (stdin, stdout and stderr become /dev/null, so print() cannot
-corrupt a reply), sets oom_score_adj 1000 and the limits, runs the program (the task's setup + the model's code) in
-its own globals, replies, then serves calls: each request is [name, args, kwargs] as plain data, each reply
-["r", value], ["e", exception name] or ["x"] (the value is not plain data). It never sees a test or an expected value.
-Every reply is untrusted: the grader only ever decodes plain data out of it (dec), it never runs anything it got.
+The child: moves the two protocol pipes off fds 0 and 1 (stdin, stdout and stderr become /dev/null, so print()
+cannot corrupt a reply), sets oom_score_adj 1000 and the limits, runs the program (the task's setup + the
+model's code) in its own globals, replies, then serves calls: each request is [name, args, kwargs] as plain
+data, each reply ["r", value], ["e", exception name] or ["x"] (the value is not plain data). It never sees a
+test or an expected value. Every reply is untrusted: the grader only ever decodes plain data out of it (dec),
+it never runs anything it got.
 """
 import builtins
 import json
@@ -15,8 +16,8 @@ import sys
 
 
 def enc(v):
-    """Plain built-in data -> JSON with tagged containers (subclasses count as their base: a namedtuple is a tuple;
-    a builtin type, say `int`, is its name); TypeError for anything else."""
+    """Plain built-in data -> JSON with tagged containers (subclasses count as their base: a namedtuple is a
+    tuple; a builtin type, say `int`, is its name); TypeError for anything else."""
     if v is None or v is True or v is False:
         return v
     if isinstance(v, type) and getattr(builtins, v.__name__, None) is v:  # MBPP 533 passes `int`
@@ -37,7 +38,7 @@ def enc(v):
 
 
 def dec(v):
-    """enc's output -> the plain value; any error (a bad tag, an unhashable key) is the caller's failed call."""
+    """enc's output -> the plain value; any error (bad tag, unhashable key) is the caller's failed call."""
     if not isinstance(v, list):
         if isinstance(v, dict):
             raise TypeError("not a tagged value")
@@ -80,7 +81,7 @@ def _attempt(function) -> list:
 
 
 def _refuse(event: str, args: tuple):
-    """The audit hook without namespaces: no socket, no native code loaded, no other program run (best effort)."""
+    """Audit hook without namespaces: no socket, no native code loaded, no other program run (best effort)."""
     if event.startswith(("socket.", "ctypes.dl", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
                          "subprocess.Popen")):
         raise PermissionError(f"sandbox: {event} refused")
@@ -100,7 +101,8 @@ def main(limits: dict, audit: bool):
         resource.setrlimit(getattr(resource, name), (value, value))
     if audit:
         sys.addaudithook(_refuse)  # no Python code can remove it
-    receive, loads, write = lambda: _read(requests, int.from_bytes(_read(requests, 8), "big")), json.loads, os.write
+    receive, loads, write = (lambda: _read(requests, int.from_bytes(_read(requests, 8), "big")),
+                             json.loads, os.write)
 
     def send(reply: bytes):
         while reply:

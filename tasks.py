@@ -52,12 +52,15 @@ BENCHMARKS = {  # evaluation sets, laid out as ../shared/data under --data-dir
 @dataclass
 class Task:
     name: str
-    rows: list  # [{"question": str, "answer"}], answer = the final answer only (code: the tests, see code_rows)
+    rows: list  # [{"question": str, "answer"}], answer = the final answer only (code: tests, see code_rows)
     grade: Callable[[list, list], list]  # (completions, golds) -> [(reward, status)], see rewards.grade
-    extract: Callable[[str, object], object]  # (completion, gold) -> normalised final answer (code: program) or None
-    gold_ok: Callable[[object], bool]  # can `grade` score against this gold? Callers skip (and count) rows it refuses
+    # (completion, gold) -> normalised final answer (code: program) or None
+    extract: Callable[[str, object], object]
+    # can `grade` score against this gold? Callers skip (and count) rows it refuses
+    gold_ok: Callable[[object], bool]
     instruction: str = INSTRUCTION
-    single_answer: bool = False  # every correct answer is equivalent to the one gold (math): see distinct_correct
+    # every correct answer is equivalent to the one gold (math): see distinct_correct
+    single_answer: bool = False
     grader: str = "math-verify (rewards.grade)"  # what grades, as the run header says it
     answer_set: Callable[[object], list] | None = None  # gold -> every correct answer (multi-answer tasks)
 
@@ -70,8 +73,8 @@ def demo_task() -> Task:
     rows = [{"question": f"sum {s}", "answer": str(s)} for s in DEMO_TARGETS]
     grade = lambda completions, targets: [(r := rewards.pair_reward(c, t), "correct" if r else "wrong")
                                           for c, t in zip(completions, targets)]
-    return Task("demo", rows, grade, lambda c, _: rewards.extract_pair(c), lambda target: True, instruction="",
-                grader="pair sums")
+    return Task("demo", rows, grade, lambda c, _: rewards.extract_pair(c), lambda target: True,
+                instruction="", grader="pair sums")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,17 +86,18 @@ def demo_task() -> Task:
 NUMBER_ONLY, PAIR_ONLY, NAME_ONLY = ("Answer with the number only.", "Answer with the two digits only.",
                                      "Answer with the name only.")
 WORD_LISTS = {  # a family's vocabulary: every word of its lists (a listed word outside the set is wrong)
-    "country": {"Europe": "France Germany Italy Spain Portugal Greece Poland Sweden Norway Finland Denmark Ireland "
-                          "Austria Switzerland Belgium Netherlands Hungary Romania Ukraine Croatia",
+    "country": {"Europe": "France Germany Italy Spain Portugal Greece Poland Sweden Norway Finland Denmark "
+                          "Ireland Austria Switzerland Belgium Netherlands Hungary Romania Ukraine Croatia",
                 "Asia": "China Japan India Korea Vietnam Thailand Indonesia Malaysia Pakistan Nepal Mongolia "
                         "Philippines Cambodia Laos Bangladesh Iran Iraq Israel Jordan Syria",
-                "Africa": "Egypt Nigeria Kenya Ethiopia Morocco Algeria Ghana Tunisia Senegal Uganda Tanzania Sudan "
-                          "Angola Zambia Zimbabwe Mali Niger Chad Somalia Libya",
-                "South America": "Brazil Argentina Chile Peru Colombia Venezuela Ecuador Bolivia Uruguay Paraguay",
+                "Africa": "Egypt Nigeria Kenya Ethiopia Morocco Algeria Ghana Tunisia Senegal Uganda "
+                          "Tanzania Sudan Angola Zambia Zimbabwe Mali Niger Chad Somalia Libya",
+                "South America": "Brazil Argentina Chile Peru Colombia Venezuela Ecuador Bolivia Uruguay "
+                                 "Paraguay",
                 "North America": "Canada Mexico Cuba Jamaica Haiti Panama Honduras Guatemala Nicaragua",
                 "Oceania": "Australia Fiji Samoa Tonga"},
-    "colour": {"rainbow": "red orange yellow green blue indigo violet", "other": "pink black white brown grey gray "
-               "purple gold silver", "France": "blue white red", "Italy": "green white red",
+    "colour": {"rainbow": "red orange yellow green blue indigo violet", "other": "pink black white brown "
+               "grey gray purple gold silver", "France": "blue white red", "Italy": "green white red",
                "Germany": "black red gold", "Ireland": "green white orange", "Japan": "white red"},
     "planet": {"all": "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune", "other": "Pluto Sun Moon"},
     "season": {"all": "spring summer autumn fall winter"},
@@ -141,9 +145,11 @@ def number_problems() -> list:
     out += [(f"Name a multiple of {k} between {a} and {b}.", between(a, b, lambda x, k=k: x % k == 0))
             for k, a, b in ((2, 20, 40), (3, 10, 40), (4, 10, 50), (5, 10, 60), (5, 50, 100), (10, 10, 100),
                             (10, 100, 200), (3, 40, 70))]
-    out += [(f"Name a perfect square between {a} and {b}.", between(a, b, lambda x: round(x ** 0.5) ** 2 == x))
+    out += [(f"Name a perfect square between {a} and {b}.",
+             between(a, b, lambda x: round(x ** 0.5) ** 2 == x))
             for a, b in ((1, 30), (1, 50), (1, 100), (10, 200))]
-    out += [("Name a two-digit number.", list(range(10, 100))), ("Name a three-digit number.", list(range(100, 1000)))]
+    out += [("Name a two-digit number.", list(range(10, 100))),
+            ("Name a three-digit number.", list(range(100, 1000)))]
     return out
 
 
@@ -155,7 +161,8 @@ def multi_task(split: str = "train") -> Task:
     families = [[(q, NUMBER_ONLY, "number", ans, []) for q, ans in number_problems()],
                 [(f"Name two digits that add up to {s}.", PAIR_ONLY, "pair",
                   [f"{a}+{s - a}" for a in range(s - 9, s // 2 + 1)], []) for s in range(10, 18)],
-                [(q, NAME_ONLY, "word", word_set(f, key), sum((v.split() for v in WORD_LISTS[f].values()), []))
+                [(q, NAME_ONLY, "word", word_set(f, key),
+                  sum((v.split() for v in WORD_LISTS[f].values()), []))
                  for f, q, key in WORD_PROBLEMS]]
     rows = []
     for family in families:
@@ -191,7 +198,7 @@ def multi_candidates(completion: str, gold: dict) -> list:
 
 
 def canonical_int(text: str) -> str:
-    """'007' -> '7', '-0' -> '0': an integer's digits without int(), which refuses numbers over 4300 digits."""
+    """'007' -> '7', '-0' -> '0': an integer's digits without int() (it refuses numbers over 4300 digits)."""
     sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
     digits = digits.lstrip("0") or "0"
     return digits if digits == "0" else sign + digits
@@ -229,7 +236,8 @@ def answers_task(name: str, rows: list) -> Task:
                 grader="one answer in the correct set (tasks.grade_multi)", answer_set=lambda g: g["answers"])
 
 
-def multi_file_task(path: str, question_field: str = "question", answer_field: str = "answers", limit: int = 0) -> Task:
+def multi_file_task(path: str, question_field: str = "question", answer_field: str = "answers",
+                    limit: int = 0) -> Task:
     """A multi-answer task from a JSON Lines file: a question and a list of its correct answers per row.
     Numbers when every answer of the file is an integer, else words, whose vocabulary (what counts as an
     answer attempt, so as a hedge) is every answer of the file."""
@@ -238,7 +246,8 @@ def multi_file_task(path: str, question_field: str = "question", answer_field: s
     for i, (row, answers) in enumerate(zip(raw, lists)):
         if not isinstance(row.get(question_field), str) or not row[question_field].strip():
             raise SystemExit(f"error: {path}: row {i} has no question in {question_field!r}")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, (str, int)) for a in answers):
+        if (not isinstance(answers, list) or not answers
+                or not all(isinstance(a, (str, int)) for a in answers)):
             raise SystemExit(f"error: {path}: row {i}: {answer_field!r} must be a list of answers "
                              f"(strings or integers)")
     every = [str(a).strip() for answers in lists for a in answers]
@@ -274,8 +283,9 @@ def read_rows(source, rows, question_fields, answer_fields, limit=0) -> list:
             name = next((f for f in fields if row.get(f) not in (None, "", [])), None)
             if name is None:
                 there = next((f for f in fields if f in row), None)
-                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}" if there else
-                                 f"error: {source}: row {i} has no field {'/'.join(fields)!r} (fields: {sorted(row)})")
+                raise SystemExit(f"error: {source}: row {i}: field {there!r} is {json.dumps(row[there])}"
+                                 if there else f"error: {source}: row {i} has no field {'/'.join(fields)!r} "
+                                               f"(fields: {sorted(row)})")
             picked.append(name)
         question = row[picked[0]]
         if not isinstance(question, str):  # an object or a list would be trained on as its Python repr
@@ -312,7 +322,8 @@ def read_jsonl(path) -> list:
         try:
             rows.append(json.loads(line, object_pairs_hook=unique_keys))
         except json.JSONDecodeError as e:
-            raise SystemExit(f"error: {path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+            raise SystemExit(f"error: {path}: line {n} is not valid JSON "
+                             f"({e.msg}, column {e.colno})") from None
         except (ValueError, RecursionError) as e:  # a key twice; an integer over 4300 digits; nested too deep
             why = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
             raise SystemExit(f"error: {path}: line {n} cannot be read: {why}") from None
@@ -338,24 +349,27 @@ def code_rows(source, rows, limit=0) -> list:
             raise SystemExit(f"error: {source}: row {i} has no {missing[0]!r} (fields: {sorted(row)})")
         if "entry_point" in row:  # HumanEval
             out.append(dict(question=f"Complete this Python function:\n```python\n{row['prompt']}```",
-                            answer=dict(prefix=row["prompt"], suffix=f"{row['test']}\ncheck({row['entry_point']})",
+                            answer=dict(prefix=row["prompt"],
+                                        suffix=f"{row['test']}\ncheck({row['entry_point']})",
                                         calls=[row["entry_point"]])))
         else:  # MBPP
             suffix = "\n".join(row["test_list"])
-            out.append(dict(question=f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
+            out.append(dict(question=f"{row['text']}\nYour code should pass this test:\n"
+                                     f"{row['test_list'][0]}",
                             answer=dict(prefix=row.get("test_setup_code") or "", suffix=suffix,
                                         calls=called_names(suffix, row.get("code") or ""))))
     return out
 
 
 def called_names(tests: str, reference: str) -> list:
-    """The program's functions that MBPP's asserts call: the names they use that the reference solution defines
-    at top level (a builtin's name too: task 126's `sum`), or, without one, that nothing here defines."""
+    """The program's functions MBPP's asserts call: the names they use that the reference solution defines at
+    top level (a builtin's name too: task 126's `sum`), or, without one, that nothing here defines."""
     used = {n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name)}
     try:
         with warnings.catch_warnings():  # old references' invalid escapes ("\w")
             warnings.simplefilter("ignore")
-            defined = {n.name for n in ast.parse(reference).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            defined = {n.name for n in ast.parse(reference).body
+                       if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     except SyntaxError:
         defined = set()
     return sorted(used & defined if defined else used - set(dir(builtins)))
@@ -381,9 +395,11 @@ def load_problems(name: str, table: dict, data_dir: str = "", limit: int = 0) ->
     return code_rows(source, rows, limit) if name in CODE_SETS else read_rows(source, rows, qf, af, limit)
 
 
-def file_task(path: str, question_field: str = "question", answer_field: str = "answer", limit: int = 0) -> Task:
+def file_task(path: str, question_field: str = "question", answer_field: str = "answer",
+              limit: int = 0) -> Task:
     """Math problems from a local JSON Lines file (progrpo.py and eval.py --data), named after the file."""
-    return math_task(Path(path).stem, read_rows(path, read_jsonl(path), (question_field,), (answer_field,), limit))
+    return math_task(Path(path).stem,
+                     read_rows(path, read_jsonl(path), (question_field,), (answer_field,), limit))
 
 
 def from_flags(name: str, data: str = "", question_field: str = "question", answer_field: str = "answer",
@@ -393,7 +409,8 @@ def from_flags(name: str, data: str = "", question_field: str = "question", answ
     if data:
         task = (multi_file_task if name == "multi" else file_task)(data, question_field, answer_field, limit)
     else:
-        task = demo_task() if name == "demo" else multi_task() if name == "multi" else load_task(name, TASKS, data_dir)
+        task = (demo_task() if name == "demo" else multi_task() if name == "multi"
+                else load_task(name, TASKS, data_dir))
     task.instruction = task.instruction if instruction is None else instruction
     return task
 
@@ -404,23 +421,26 @@ def load_task(name: str, table: dict, data_dir: str = "", limit: int = 0) -> Tas
 
 
 def math_task(name: str, rows: list) -> Task:
-    gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")  # once per gold: it may cost a timeout
+    # once per gold: it may cost a timeout
+    gold_ok = functools.cache(lambda gold: rewards.gold_status(gold) == "ok")
     grade = lambda completions, golds: [rewards.grade(c, g) for c, g in zip(completions, golds)]
     return Task(name, rows, grade, lambda c, _: rewards.extract_answer(c), gold_ok, single_answer=True)
 
 
 def code_task(name: str, rows: list) -> Task:
-    """Each program runs in its own sandboxed process, its tests here (sandbox.run); a step's programs in parallel."""
+    """One sandboxed process per program, its tests run here (sandbox.run); a step's programs in parallel."""
     def grade(completions, golds):
         jobs = [None if (code := rewards.extract_code(c)) is None else
                 dict(code=code, setup=g["prefix"], tests=g["suffix"], calls=g.get("calls", ())) for c, g in
                 zip(completions, golds)]
         return [(float(s == "correct"), s) for s in sandbox.run_many(jobs, CODE_TIMEOUT)]
 
-    def program(completion, _gold):  # distinct correct programs: compared as normalised ASTs (rewards.normalise_code)
+    # distinct correct programs: compared as normalised ASTs (rewards.normalise_code)
+    def program(completion, _gold):
         code = rewards.extract_code(completion)
         return code and rewards.normalise_code(code)
-    grader = f"sandbox.py, {sandbox.isolation()}"  # runs an empty program: a sandbox that cannot run fails here
+    # runs an empty program: a sandbox that cannot run fails here
+    grader = f"sandbox.py, {sandbox.isolation()}"
     return Task(name, rows, grade, program, lambda gold: True, CODE_INSTRUCTION, grader=grader)
 
 
