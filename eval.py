@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from tqdm import tqdm
@@ -66,6 +66,7 @@ class Args:
     top_p: float = 1.0  # nucleus sampling
     batch_prompts: int = 8  # prompts per generate call (each gives n rows)
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 if the GPU has it, else fp16; CPU fp32
     fast_generation: bool = True  # sample from a LoRA-merged plain copy, as in training (if it fits)
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
     arm_share: float = 0.1  # alpha_suggested makes ARM's spread within a group this share of GRPO's (docs/alpha.md)
@@ -338,7 +339,8 @@ def main(argv=None):
             if args.data else [load_task(b, args.data_dir, args.limit) for b in names])  # --data: "multi" reads lists
     budget = lambda t: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set else common.MAX_NEW_TOKENS)
     device = common.pick_device()
-    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter)
+    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter,
+                                   dtype=args.dtype)
     for t in todo:
         t.instruction = t.instruction if args.instruction is None else args.instruction
         common.check_prompt_lengths(model, tok, t, budget(t), t.name)

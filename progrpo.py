@@ -31,13 +31,15 @@ Choices where the paper is silent (docs/design.md's table says why; a flag where
 17. One checkpoint kept (adapter + optimizer + step + RNG), written to a temp folder and renamed;
     Ctrl-C or SIGTERM finishes the step in flight, then saves (a second one quits without saving).
 18. --resume reuses the run's config.json: a flag given again must equal it, except --steps (not
-    below the checkpoint); metrics lines after the checkpoint are redone, a torn last line dropped.
+    below the checkpoint) and the memory flags (runs.MAY_CHANGE); later metrics lines are redone.
 19. Rollouts sample from a LoRA-merged plain copy of the policy (static KV cache on CUDA), or from
     the peft model when the copy does not fit (--no-fast-generation forces that).
 20. With beta = 0, groups whose advantages are all 0 and that have no correct completion (all-wrong
     groups with 0/1 rewards: never shifted) get no forward or backward (live_rows): the gradient is the
     same; the entropy metric covers the forwarded rows (null when there are none). "Correct" is the status
     tasks.CORRECT (full reward); any reward in [0, 1] trains: partial credit has advantages.
+21. --dtype auto: bf16 where the GPU has it, else fp16 (fp32 LoRA and AdamW, a loss scale from 2^10).
+22. Out of GPU memory in a step: the last finished step is saved, one line names the flag to lower.
 
 Run:  python progrpo.py                          # offline demo: tiny model, toy task, CPU, ~20 s
       python progrpo.py --model Qwen2.5-1.5B    # GSM8K, LoRA on a 4-bit base, one GPU
@@ -47,7 +49,6 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import statistics
 import sys
 import time
@@ -62,6 +63,7 @@ import arm
 import cli
 import common
 import eval as evaluation  # not the builtin
+import memory
 import runs
 import tasks
 
@@ -98,6 +100,8 @@ class Args:
     lora_alpha: int = 32  # LoRA scaling numerator
     lora_targets: str = "all-linear"  # comma-separated module names, or all-linear
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA (ignored on CPU and for the tiny model)
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # weights/compute; auto: bf16 if native, else fp16
+    dry_run: bool = False  # print the GPU memory estimate for these flags and exit (config only, no GPU)
     gradient_checkpointing: bool = True  # recompute activations in backward (CUDA only)
     fast_generation: bool = True  # sample from a LoRA-merged plain copy (static KV cache, compiled on CUDA)
     seed: int = 0  # seeds sampling and the prompt order
@@ -173,7 +177,7 @@ def load(argv):
     """Flags (a --resume run's own config), presets and checks, the task, the model (LoRA on a frozen base,
     from the last checkpoint when resuming) and its optimizer: everything before the run folder is written.
     Returns (args, start step, lock or None, device, task, eval tasks, model, tokenizer, optimizer,
-    generation copy)."""
+    fp16 loss scaler, generation copy)."""
     args, given = cli.parse_args(Args, argv)
     lock = None
     if args.resume:  # the run's own config; a second live process on the folder is refused
@@ -184,11 +188,14 @@ def load(argv):
     for k, v in PRESETS[args.task if args.task in ("demo", "multi") else "hub"].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     check_args(args)
+    if args.dry_run:  # the GPU plan from the config alone, on any machine
+        raise SystemExit(print(memory.dry_run(args)))  # exit status 0
     ckpt, start = runs.check_run_folder(args)
     device = common.pick_device()
     # config.json records what runs: NF4 and checkpointing are CUDA-only; the tiny model is not 4-bit.
     args.load_in_4bit &= device == "cuda" and args.model != "tiny"
     args.gradient_checkpointing &= device == "cuda"
+    args.dtype = common.resolve_dtype(args.dtype, device)
     torch.manual_seed(args.seed)
     task = tasks.from_flags(args.task, args.data, args.question_field, args.answer_field, args.data_dir,
                             args.instruction)
@@ -196,16 +203,24 @@ def load(argv):
     default = "demo" if task.name == "demo" else "multi" if task.answer_set else "math500"
     eval_tasks = [evaluation.load_task(b, args.data_dir, args.eval_limit)
                   for b in (args.eval_benchmarks or default).split(",")] if args.eval_every else []
+    if device == "cuda":  # before any weight loads: the plan, or one line naming the flags that make it fit
+        print(memory.preflight(args, task))
     model, tok = common.load_model(args.model, device, args.load_in_4bit, args.lora_rank, args.lora_alpha,
-                                   args.lora_targets, str(ckpt or ""), args.gradient_checkpointing)
+                                   args.lora_targets, str(ckpt or ""), args.gradient_checkpointing, args.dtype)
     for t in [task, *eval_tasks]:
         common.check_prompt_lengths(model, tok, t, args.max_new_tokens, args.data or t.name)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    scaler = loss_scaler(args.dtype, device)
     if ckpt:
-        runs.load_state(ckpt, opt)  # the optimizer and the random streams of the checkpoint
+        runs.load_state(ckpt, opt, scaler)  # the optimizer, loss scale and random streams of the checkpoint
     gen = common.generation_copy(model) if args.fast_generation else None  # None: no room on the GPU
-    return args, start, lock, device, task, eval_tasks, model, tok, opt, gen
+    return args, start, lock, device, task, eval_tasks, model, tok, opt, scaler, gen
+
+
+def loss_scaler(dtype, device):
+    """fp16's dynamic loss scale from 2^10 (docs/design.md, row 21); for other dtypes one that does nothing."""
+    return torch.amp.GradScaler(device, init_scale=2.0**10, enabled=dtype == "fp16")
 
 
 def open_run_folder(args, task, start, device, gen):
@@ -228,23 +243,6 @@ def open_run_folder(args, task, start, device, gen):
           f"{task.grader} | out {out} | sampling from {source}"
           + (f" | resuming at step {start}" if start else ""))
     return out, history, lock
-
-
-def stop_on_signals(bar) -> list:
-    """Ctrl-C or SIGTERM (how SLURM and Kubernetes stop a job) finishes the current step, so that the
-    checkpoint and metrics.jsonl agree; a second one quits at once. Returns the list signals go to."""
-    stop = []
-
-    def on_signal(signum, _):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.default_int_handler)
-        stop.append(signum)
-        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
-                  f"(Ctrl-C again quits without saving)")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    return stop
 
 
 def rollout(model, gen, tok, prompts, args, device):
@@ -278,7 +276,7 @@ def live_rows(A, has_correct, beta) -> torch.Tensor:
     return live.repeat_interleave(A.shape[1]).nonzero()[:, 0]
 
 
-def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out) -> dict:
+def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out, scaler=None) -> dict:
     """ARM and the clipped policy-gradient update(s), micro-batch by micro-batch, in one forward per row.
 
     Why ARM's shift is computed here: A~ = A + alpha * (c(q) - c(o|q)) needs pi_old's log-probs of the prompt
@@ -286,7 +284,9 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
     (detached; ratio 1) and each row's A~ is known before its loss is formed: no separate old-policy pass.
     c(q) comes from each group's first row (every row of a group has the same prompt). Later updates
     (--updates-per-batch) reuse those log-probs. The token-mean divides by every completion token of the
-    batch, forwarded or not, so skipping the rows that live_rows leaves out keeps the gradient unchanged."""
+    batch, forwarded or not, so skipping the rows that live_rows leaves out keeps the gradient unchanged.
+    In fp16, `scaler` multiplies the loss before backward (small activation gradients would round to 0)
+    and skips an update whose gradient overflowed, lowering the scale."""
     G, N, L = args.group_size, len(ro.texts), ro.prompt_len
     dev, mask = ro.seqs.device, ro.mask.float()  # mask (N, T)
     A = A.to(dev)
@@ -303,6 +303,7 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
         with model.disable_adapter():
             ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
     n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
+    scaler = scaler or torch.amp.GradScaler(dev.type, enabled=False)  # off: scale, unscale_, update do nothing
     for u in range(args.updates_per_batch):
         opt.zero_grad(set_to_none=True)
         loss = 0.0
@@ -320,22 +321,25 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
             loss_tok, clipped = policy_loss(logp, old[idx], adv[idx], args.clip_low, args.clip_high,
                                             ref[idx] if ref is not None else None, args.beta)
             part = aggregate(loss_tok, mask[idx], args.loss_agg, n_tokens, N)
-            part.backward()
+            scaler.scale(part).backward()
             loss += part.item()
             clip_sum += (clipped.float() * mask[idx]).sum().item()
+        scaler.unscale_(opt)  # the true gradient, for clipping (fp16; otherwise nothing)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # stop before the update
+        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or scaler.is_enabled())):  # stop before the update
             raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
                              f"not applied and {runs.stands(out)} (try a lower --lr)")
-        opt.step()
+        scaler.step(opt)  # fp16: skipped when the scaled gradient overflowed (grad_norm inf)
+        scaler.update()
     entropy = ((ent * mask).sum() / mask[live].sum()).item()  # over the forwarded rows; nan: none
     return dict(adv=adv.view(-1, G), A=A, entropy=entropy,
                 kl=(k3(ref, old) * mask).sum().item() / n_tokens.item() if args.beta else 0.0, loss=loss,
-                grad_norm=grad_norm, clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch))
+                grad_norm=grad_norm, clip_frac=clip_sum / (n_tokens.item() * args.updates_per_batch),
+                loss_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
 
 
 def main(argv=None):
-    args, start, lock, device, task, eval_tasks, model, tok, opt, gen = load(argv)  # noqa: F841 (lock: held)
+    args, start, lock, device, task, eval_tasks, model, tok, opt, scaler, gen = load(argv)  # noqa: F841 (lock)
     out, history, new_lock = open_run_folder(args, task, start, device, gen)  # noqa: F841 (held to the end)
     if args.wandb:
         import wandb
@@ -343,20 +347,20 @@ def main(argv=None):
     P, G, eval_ks = args.prompts_per_step, args.group_size, evaluation.parse_ks("", args.eval_n)
     skipped_gold, t_run, done, quiet = history[-1]["skipped_gold"] if history else 0, time.time(), start, 0
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
-    stop = stop_on_signals(bar)
+    stop, phase = runs.stop_on_signals(bar), "sampling"
     try:
         for step in range(start + 1, args.steps + 1):
             if stop:
-                interrupted(out, start, done, model, opt, bar, stop[0])
+                runs.interrupted(out, start, done, model, opt, scaler, bar, stop[0])
             t0 = time.time()
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
             good = [r for r in rows if task.gold_ok(r["answer"])]  # an ungradable gold skips its prompt
             skipped_gold += len(rows) - len(good)
             if not good:  # nothing to train on; the step still counts, and still saves on schedule
-                done = skip_step(step, skipped_gold, args, bar, out, model, opt)
+                done = skip_step(step, skipped_gold, args, bar, out, model, opt, scaler)
                 continue
             # 1. Sample G completions for each of the P prompts.
-            prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
+            phase, prompts = "sampling", [common.format_prompt(tok, r["question"], task.instruction) for r in good]
             ro = rollout(model, gen, tok, prompts, args, device)
             t_sample = time.time()
             # 2. Grade them: rewards R (P, G) in [0, 1].
@@ -365,8 +369,8 @@ def main(argv=None):
             # 3. Group advantages: GRPO's A = (R - mean) / std within each group.
             A = arm.group_advantages(R, scale=args.scale_rewards == "group")
             # 4-5. ARM's shift A~ = A + alpha * (c(q) - c(o|q)) and the clipped update, in one forward.
-            questions = [r["question"] for r in good]
-            u = update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out)
+            phase, questions = "update", [r["question"] for r in good]
+            u = update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out, scaler)
             done, t_update = step, time.time()  # the step whose update the weights now hold
             # 6. Log.
             m = step_metrics(task, ro, good, R, correct, statuses, u, G, skipped_gold, step)
@@ -384,7 +388,9 @@ def main(argv=None):
                 bar.write(sample_line(good[0]["question"], ro.texts[0], R[0, 0]))
             bar.update(1)
             if step % args.save_every == 0 or step == args.steps:
-                runs.save_checkpoint(out, step, model, opt)
+                runs.save_checkpoint(out, step, model, opt, scaler)
+    except torch.OutOfMemoryError:  # one line and the last finished step kept, not a traceback
+        runs.out_of_memory(phase, step, start, done, out, model, opt, scaler, args, bar)
     except KeyboardInterrupt:
         bar.close()
         print(f"quit without saving; {runs.stands(out)}")
@@ -394,13 +400,13 @@ def main(argv=None):
     summary(history, skipped_gold, G, out)
 
 
-def skip_step(step, skipped_gold, args, bar, out, model, opt) -> int:
+def skip_step(step, skipped_gold, args, bar, out, model, opt, scaler) -> int:
     """A step none of whose prompts has a gradable gold: said, counted, saved on schedule."""
     bar.write(f"step {step:>4}/{args.steps} | skipped: no prompt of the batch has a gradable gold "
               f"answer ({skipped_gold} skipped so far); nothing logged to metrics.jsonl")
     bar.update(1)
     if step % args.save_every == 0 or step == args.steps:
-        runs.save_checkpoint(out, step, model, opt)
+        runs.save_checkpoint(out, step, model, opt, scaler)
     return step
 
 
@@ -408,16 +414,6 @@ def sample_line(q, a, reward) -> str:
     """One sampled completion for the log, cut at spaces (whole words)."""
     return (f"  sample: {q if len(q) <= 200 else q[:200].rsplit(' ', 1)[0] + ' ...'!r} -> "
             f"{a if len(a) <= 300 else '... ' + a[-300:].split(' ', 1)[-1]!r} (reward {reward:.0f})")
-
-
-def interrupted(out, start, done, model, opt, bar, signum):
-    """A signal arrived during the last step: save it (if one ran), say how to continue, exit."""
-    if done > start:
-        runs.save_checkpoint(out, done, model, opt)
-    bar.close()  # the message gets its own line
-    print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
-          else "interrupted before the first step: nothing saved")
-    sys.exit(128 + signum)
 
 
 def step_metrics(task, ro, rows, R, correct, statuses, u, G, skipped_gold, step) -> dict:
@@ -435,7 +431,7 @@ def step_metrics(task, ro, rows, R, correct, statuses, u, G, skipped_gold, step)
                 **tasks.diversity(task, right, [r["answer"] for r in rows], G),  # distinct, coverage, ...
                 no_answer=statuses.count("no_answer") + statuses.count("no_code"),  # nothing to grade
                 timeouts=statuses.count("timeout"), skipped_gold=skipped_gold, loss=u["loss"],
-                grad_norm=u["grad_norm"])
+                grad_norm=u["grad_norm"], loss_scale=u["loss_scale"])
 
 
 def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
@@ -443,13 +439,18 @@ def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
     if gen is not None:
         common.sync_generation_copy(model, gen)
     out = {}
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
-        for t in eval_tasks:  # the fork leaves the training run's random stream untouched
-            res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens, args.temperature,
-                                      args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
-            out.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
-            passes = " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks)
-            bar.write(f"  eval {t.name}: {passes}")
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+            for t in eval_tasks:  # the fork leaves the training run's random stream untouched
+                res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens, args.temperature,
+                                          args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
+                out.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
+                passes = " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks)
+                bar.write(f"  eval {t.name}: {passes}")
+    except torch.OutOfMemoryError:  # held-out numbers are extra: training goes on without them
+        torch.cuda.empty_cache()
+        bar.write("warning: out of GPU memory in the evaluation: skipped (a new run with a lower --eval-n "
+                  "or --eval-limit avoids it)")
     return out
 
 

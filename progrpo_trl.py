@@ -29,7 +29,7 @@ import datasets
 import torch
 from accelerate.utils import gather_object
 from peft import LoraConfig
-from transformers import AutoTokenizer, BitsAndBytesConfig
+from transformers import BitsAndBytesConfig
 
 import arm
 import cli
@@ -187,16 +187,12 @@ def main(argv=None):
     if args.model == "tiny":
         model, tok = common.tiny_model()
     else:  # TRL loads the weights (device placement per process); the tokenizer is needed first, for the prompts
-        model = name = common.model_source(args.model)
-        try:
-            tok = AutoTokenizer.from_pretrained(name)
-        except (OSError, ValueError) as e:  # unknown id, no network, gated repository, a broken folder
-            why = (str(e) or type(e).__name__).splitlines()[0]
-            raise SystemExit(f"error: cannot load the tokenizer of {name!r}: {why}") from None
-        args.model_init_kwargs = dict(dtype="bfloat16" if cuda else "float32")
+        model, tok = common.model_source(args.model), common.load_tokenizer(args.model)
+        dtype = common.DTYPES[common.resolve_dtype("auto", "cuda" if cuda else "cpu")]  # fp16 on pre-Ampere GPUs
+        args.model_init_kwargs = dict(dtype=dtype)
         if args.load_in_4bit and cuda:
             quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                       bnb_4bit_compute_dtype=torch.bfloat16)
+                                       bnb_4bit_compute_dtype=dtype)
     turn = common.end_of_turn_id(tok)  # progrpo.py also stops at the chat template's end of turn (docs/design.md, row 10)
     if args.use_vllm and turn is not None:
         args.generation_kwargs = {**(args.generation_kwargs or {}), "stop_token_ids": [turn]}

@@ -4,11 +4,14 @@ plots runs' training curves:  python runs.py --plot curves.png --runs runs/a run
 """
 import dataclasses
 import fcntl
+import gc
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -22,8 +25,8 @@ def last_checkpoint(run) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(out: Path, step, model, opt):
-    """Adapter (peft format) + optimizer/step/RNG, written to a temp folder then renamed: a
+def save_checkpoint(out: Path, step, model, opt, scaler=None):
+    """Adapter (peft format) + optimizer/loss scale (fp16)/step/RNG, written to a temp folder then renamed: a
     ckpt-* folder is complete or absent. Older checkpoints are removed afterwards."""
     final, tmp = out / f"ckpt-{step:06d}", out / f".tmp-ckpt-{step:06d}"
     if final.exists():
@@ -34,7 +37,8 @@ def save_checkpoint(out: Path, step, model, opt):
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     try:
         model.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng}, tmp / "state.pt")
+        torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng,
+                    "scaler": scaler.state_dict() if scaler is not None else {}}, tmp / "state.pt")
         os.replace(tmp, final)
     except OSError as e:  # a full disk: the half-written folder goes, the last checkpoint stands
         shutil.rmtree(tmp, ignore_errors=True)
@@ -45,11 +49,14 @@ def save_checkpoint(out: Path, step, model, opt):
             shutil.rmtree(old)
 
 
-def load_state(ckpt: Path, opt) -> None:
-    """A checkpoint's optimizer state and random streams (state.pt), or one line when it cannot be read."""
+def load_state(ckpt: Path, opt, scaler=None) -> None:
+    """A checkpoint's optimizer state, fp16 loss scale and random streams (state.pt), or one line when it cannot be
+    read."""
     try:
         state = torch.load(ckpt / "state.pt", weights_only=False)
         opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):  # {}: not an fp16 run
+            scaler.load_state_dict(state["scaler"])
     except Exception as e:  # truncated or foreign file: pickle, zip, key and shape errors vary
         raise SystemExit(f"error: {ckpt / 'state.pt'} is unreadable ({type(e).__name__}); "
                          f"the run cannot be continued from it") from None
@@ -77,6 +84,61 @@ def stands(out: Path) -> str:
     """Which checkpoint a stopped run can be resumed from, in words."""
     ckpt = last_checkpoint(out)
     return f"the last checkpoint, {ckpt.name}, stands" if ckpt else "no checkpoint was written"
+
+
+# ---------------------------------------------------------------------------------------------
+# The faults that stop a run in its loop: a signal, the GPU's memory running out.
+def stop_on_signals(bar) -> list:
+    """Ctrl-C or SIGTERM (how SLURM and Kubernetes stop a job) finishes the current step, so that the
+    checkpoint and metrics.jsonl agree; a second one quits at once. Returns the list signals go to."""
+    stop = []
+
+    def on_signal(signum, _):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
+        stop.append(signum)
+        bar.write(f"{signal.Signals(signum).name}: finishing this step, then saving "
+                  f"(Ctrl-C again quits without saving)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return stop
+
+
+def interrupted(out, start, done, model, opt, scaler, bar, signum):
+    """A signal arrived during the last step: save it (if one ran), say how to continue, exit."""
+    if done > start:
+        save_checkpoint(out, done, model, opt, scaler)
+    bar.close()  # the message gets its own line
+    print(f"interrupted after step {done}: checkpoint in {out}; continue with --resume {out}" if done
+          else "interrupted before the first step: nothing saved")
+    sys.exit(128 + signum)
+
+
+def out_of_memory(phase, step, start, done, out, model, opt, scaler, args, bar):
+    """torch.OutOfMemoryError during a step: free what the step held, save the last completed step (the
+    weights hold its update: the failed step applied none) and exit with one line naming the phase, the
+    peak and the flag to lower, one that --resume accepts (MAY_CHANGE) where there is one."""
+    cuda = torch.cuda.is_available()
+    peak = f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else "peak unknown (no CUDA)"
+    card = f" of the card's {torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB" if cuda else ""
+    opt.zero_grad(set_to_none=True)  # a half-accumulated gradient
+    gc.collect()  # the step's tensors are gone with its frames; return their blocks to the driver
+    if cuda:
+        torch.cuda.empty_cache()
+    if done > start:
+        save_checkpoint(out, done, model, opt, scaler)
+    mb = args.micro_batch or args.prompts_per_step * args.group_size
+    resumable = {  # the flag to lower that --resume accepts (the same run), else None
+        "sampling": "--no-fast-generation" if args.fast_generation else None,
+        "update": f"--micro-batch {mb // 2}" if mb > 1 else
+                  None if args.gradient_checkpointing else "--gradient-checkpointing"}.get(phase)
+    new_run = {"sampling": "--prompts-per-step or --max-new-tokens", "update": "--max-new-tokens"}[phase]
+    bar.close()
+    fix = f"lower it with {resumable}, or in a new run {new_run}" if resumable else f"start a new run with lower {new_run}"
+    saved = (f"step {done} is saved: --resume {out}{' ' + resumable if resumable else ''}" if done else
+             "nothing was saved (no step had finished)")
+    raise SystemExit(f"error: out of GPU memory in {phase} at step {step} ({peak}{card}): {fix}; {saved}")
 
 
 def file_sha256(path) -> str:
@@ -124,8 +186,14 @@ def unique_folder(base: str) -> Path:
             raise SystemExit(f"error: cannot create the run folder {folder}: {e.strerror}") from None
 
 
+# Flags --resume may change: the run's length, and how much memory a step takes (the same gradients; samples
+# from the same policy): what an out-of-memory error asks to lower.
+MAY_CHANGE = {"steps", "micro_batch", "fast_generation", "gradient_checkpointing"}
+
+
 def resumed_args(cls, args, given: set):
-    """The run's saved config as a `cls` (progrpo.Args); a flag given again must equal the saved value, except --steps."""
+    """The run's saved config as a `cls` (progrpo.Args); a flag given again must equal the saved value, except
+    those in MAY_CHANGE."""
     run = Path(args.resume)
     try:
         config = json.loads((run / "config.json").read_text())
@@ -137,16 +205,17 @@ def resumed_args(cls, args, given: set):
         raise SystemExit(f"error: --resume {run}: config.json is not a readable progrpo.py config "
                          f"({type(e).__name__}); the run cannot be continued") from None
     same = lambda name, a, b: os.path.abspath(a) == os.path.abspath(b) if name == "data" and a and b else a == b
-    for name in sorted(given - {"resume", "steps"}):
+    for name in sorted(given - {"resume"} - MAY_CHANGE):
         if not same(name, getattr(args, name), getattr(saved, name)):
             raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
-                             f"{getattr(saved, name)}: --resume continues a run as configured (only --steps may "
-                             f"change); start a new run for other settings")
+                             f"{getattr(saved, name)}: --resume continues a run as configured (only --steps and "
+                             f"the memory flags --micro-batch, --[no-]fast-generation, --[no-]gradient-checkpointing "
+                             f"may change); start a new run for other settings")
     if sha and file_sha256(saved.data) not in (sha, ""):  # unreadable: its own one-line error when loaded
         raise SystemExit(f"error: --resume {run}: --data {saved.data} has changed since the run started (its sha256 "
                          f"differs from config.json's); restore that file, or start a new run on the new data")
-    steps = args.steps if "steps" in given else saved.steps
-    return dataclasses.replace(saved, resume=str(run), out=str(run), steps=steps)
+    return dataclasses.replace(saved, resume=str(run), out=str(run),
+                               **{name: getattr(args, name) for name in MAY_CHANGE & given})
 
 
 def read_metrics(path: Path, start: int) -> list:
