@@ -100,7 +100,7 @@ class Args:
     lora_alpha: int = 32  # LoRA scaling numerator
     lora_targets: str = "all-linear"  # comma-separated module names, or all-linear
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA (ignored on CPU and for the tiny model)
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # weights/compute; auto: bf16 if native, else fp16
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 if the GPU has it, else fp16
     dry_run: bool = False  # print the GPU memory estimate for these flags and exit (config only, no GPU)
     gradient_checkpointing: bool = True  # recompute activations in backward (CUDA only)
     fast_generation: bool = True  # sample from a LoRA-merged plain copy (static KV cache, compiled on CUDA)
@@ -206,7 +206,8 @@ def load(argv):
     if device == "cuda":  # before any weight loads: the plan, or one line naming the flags that make it fit
         print(memory.preflight(args, task))
     model, tok = common.load_model(args.model, device, args.load_in_4bit, args.lora_rank, args.lora_alpha,
-                                   args.lora_targets, str(ckpt or ""), args.gradient_checkpointing, args.dtype)
+                                   args.lora_targets, str(ckpt or ""), args.gradient_checkpointing,
+                                   args.dtype)
     for t in [task, *eval_tasks]:
         common.check_prompt_lengths(model, tok, t, args.max_new_tokens, args.data or t.name)
     model.train()
@@ -219,7 +220,7 @@ def load(argv):
 
 
 def loss_scaler(dtype, device):
-    """fp16's dynamic loss scale from 2^10 (docs/design.md, row 21); for other dtypes one that does nothing."""
+    """fp16's dynamic loss scale from 2^10 (docs/design.md, row 21); for other dtypes, one doing nothing."""
     return torch.amp.GradScaler(device, init_scale=2.0**10, enabled=dtype == "fp16")
 
 
@@ -303,7 +304,7 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out,
         with model.disable_adapter():
             ref = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, mb, args.temperature)[0]
     n_tokens, clip_sum = mask.sum().clamp(min=1), 0.0
-    scaler = scaler or torch.amp.GradScaler(dev.type, enabled=False)  # off: scale, unscale_, update do nothing
+    scaler = scaler or loss_scaler(args.dtype, dev.type)  # off: scale, unscale_ and update do nothing
     for u in range(args.updates_per_batch):
         opt.zero_grad(set_to_none=True)
         loss = 0.0
@@ -326,7 +327,7 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out,
             clip_sum += (clipped.float() * mask[idx]).sum().item()
         scaler.unscale_(opt)  # the true gradient, for clipping (fp16; otherwise nothing)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or scaler.is_enabled())):  # stop before the update
+        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or scaler.is_enabled())):  # no update then
             raise SystemExit(f"error: step {step}: loss {loss}, gradient norm {grad_norm}; the update was "
                              f"not applied and {runs.stands(out)} (try a lower --lr)")
         scaler.step(opt)  # fp16: skipped when the scaled gradient overflowed (grad_norm inf)
@@ -339,7 +340,7 @@ def update(model, opt, tok, ro, prompts, questions, A, correct, args, step, out,
 
 
 def main(argv=None):
-    args, start, lock, device, task, eval_tasks, model, tok, opt, scaler, gen = load(argv)  # noqa: F841 (lock)
+    args, start, lock, device, task, eval_tasks, model, tok, opt, scaler, gen = load(argv)  # noqa: F841
     out, history, new_lock = open_run_folder(args, task, start, device, gen)  # noqa: F841 (held to the end)
     if args.wandb:
         import wandb
@@ -347,12 +348,12 @@ def main(argv=None):
     P, G, eval_ks = args.prompts_per_step, args.group_size, evaluation.parse_ks("", args.eval_n)
     skipped_gold, t_run, done, quiet = history[-1]["skipped_gold"] if history else 0, time.time(), start, 0
     bar = tqdm(total=args.steps, initial=start, desc="steps", dynamic_ncols=True)
-    stop, phase = runs.stop_on_signals(bar), "sampling"
+    stop = runs.stop_on_signals(bar)
     try:
         for step in range(start + 1, args.steps + 1):
             if stop:
                 runs.interrupted(out, start, done, model, opt, scaler, bar, stop[0])
-            t0 = time.time()
+            t0, phase = time.time(), "sampling"
             rows = [task.rows[i] for i in batch_rows(step - 1, P, len(task.rows), args.seed)]
             good = [r for r in rows if task.gold_ok(r["answer"])]  # an ungradable gold skips its prompt
             skipped_gold += len(rows) - len(good)
@@ -360,7 +361,7 @@ def main(argv=None):
                 done = skip_step(step, skipped_gold, args, bar, out, model, opt, scaler)
                 continue
             # 1. Sample G completions for each of the P prompts.
-            phase, prompts = "sampling", [common.format_prompt(tok, r["question"], task.instruction) for r in good]
+            prompts = [common.format_prompt(tok, r["question"], task.instruction) for r in good]
             ro = rollout(model, gen, tok, prompts, args, device)
             t_sample = time.time()
             # 2. Grade them: rewards R (P, G) in [0, 1].
@@ -442,8 +443,9 @@ def evaluate(model, tok, gen, eval_tasks, ks, args, device, bar) -> dict:
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
             for t in eval_tasks:  # the fork leaves the training run's random stream untouched
-                res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens, args.temperature,
-                                          args.top_p, low_frac=args.arm_low_frac, progress=False, gen=gen)
+                res = evaluation.evaluate(model, tok, t, args.eval_n, ks, args.max_new_tokens,
+                                          args.temperature, args.top_p, low_frac=args.arm_low_frac,
+                                          progress=False, gen=gen)
                 out.update({f"eval/{t.name}/{k}": v for k, v in res["summary"].items()})
                 passes = " ".join(f"pass@{k} {res['summary'][f'pass@{k}']:.3f}" for k in ks)
                 bar.write(f"  eval {t.name}: {passes}")
