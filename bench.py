@@ -179,8 +179,8 @@ def bench_kernel(args):
                            rows=rows))
 
 
-TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, tie_word_embeddings=True)  # `--sizes tiny`: a CPU code-path check
+TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,  # `--sizes tiny`:
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # a CPU code-path check
 # ChatML, as Qwen2.5's template writes turns (without its system-prompt and tool branches).
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

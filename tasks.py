@@ -11,6 +11,7 @@ import json
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -483,3 +484,40 @@ def reasoning_diversity(texts: list, n: int = 3) -> float | None:
     grams = [{tuple(w[i:i + n]) for i in range(max(len(w) - n + 1, 1))} for w in (t.split() for t in texts)]
     pairs = [(a, b) for i, a in enumerate(grams) for b in grams[i + 1:]]
     return 1 - sum(len(a & b) / max(len(a | b), 1) for a, b in pairs) / len(pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval.py --validate-grader: do the graders agree with the data sets' own reference solutions?
+# Benchmark -> the field of its local copy that holds a worked reference solution. amc23 has none;
+# OlympiadBench's solutions are prose with no marked final answer (none of its 675 has a \boxed{}).
+SOLUTIONS = {"math500": "solution", "gsm8k": "answer", "minerva_math": "solution", "aime24": "solution",
+             "mbpp": "code", "humaneval": "canonical_solution"}
+
+
+def validate_grader(data_dir: str, names: list) -> dict:
+    """Grade each set's reference solutions (and MBPP's training split's) against its gold answers or tests,
+    as evaluation reads them; print a markdown table. Returns {set with solutions: Counter of statuses}."""
+    if not data_dir:
+        raise SystemExit("error: --validate-grader reads reference solutions from --data-dir "
+                         "(a folder laid out like ../shared/data)")
+    out = {}
+    print("| set | graded | agreed | rate | notes |\n|---|---|---|---|---|")
+    sets = [(name, BENCHMARKS, name) for name in names]
+    if "mbpp" in names:  # and the split that progrpo.py --task mbpp trains on
+        sets.append(("mbpp train", TASKS, "mbpp"))
+    for label, table, name in sets:
+        raw = read_jsonl(Path(data_dir) / table[name][3])
+        if name not in SOLUTIONS or any(SOLUTIONS[name] not in r for r in raw):  # e.g. a hub-format copy
+            print(f"| {label} | - | - | - | no reference solutions with a final answer |")
+            continue
+        task = load_task(name, table, data_dir)
+        texts = [f"```python\n{r.get('prompt', '')}{r[SOLUTIONS[name]]}\n```" if name in CODE_SETS
+                 else r[SOLUTIONS[name]] for r in raw]  # fenced as in completions; HumanEval: prompt + body
+        statuses = [status for _, status in task.grade(texts, [row["answer"] for row in task.rows])]
+        st = out[label] = Counter(statuses)
+        graded = len(raw) - st["bad_gold"]  # a gold answer math-verify cannot parse grades nothing
+        notes = ", ".join(f"{s} {c}" for s, c in sorted(st.items()) if s != "correct") or "-"
+        if name in CODE_SETS and graded > st["correct"]:
+            notes += ": " + ", ".join(f"{r['task_id']} {s}" for r, s in zip(raw, statuses) if s != "correct")
+        print(f"| {label} | {graded} | {st['correct']} | {st['correct'] / max(graded, 1):.1%} | {notes} |")
+    return out

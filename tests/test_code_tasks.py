@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-import eval as ev
 import progrpo
 import tasks
 
@@ -129,7 +128,7 @@ def test_validate_grader_on_code(shared_data, tmp_path, capsys):
     (tmp_path / "humaneval").mkdir()
     (tmp_path / "humaneval" / "test.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in tasks.read_jsonl(shared_data / "humaneval" / "test.jsonl")[:12]))
-    st = ev.validate_grader(str(tmp_path), ["mbpp", "humaneval"])
+    st = tasks.validate_grader(str(tmp_path), ["mbpp", "humaneval"])
     # train's first row, 601, calls max_chain_length on Pair objects: not plain data, so no reference can pass it
     assert st == {"mbpp": Counter(correct=12, error=1), "mbpp train": Counter(correct=11, error=2),
                   "humaneval": Counter(correct=12)}

@@ -226,7 +226,7 @@ def test_cli_argument_errors(args, message, monkeypatch):
 
 
 def test_validate_grader_on_small_real_sets(shared_data, capsys):
-    st = ev.validate_grader(str(shared_data), ["minerva_math", "aime24", "amc23"])
+    st = tasks.validate_grader(str(shared_data), ["minerva_math", "aime24", "amc23"])
     out = capsys.readouterr().out
     # Minerva: the gold is the solution's own boxed answer, so every parseable gold must agree
     # (measured: 264/264; 8 golds are not parseable math, such as np.arcsin(10/13), or only parsed
@@ -237,4 +237,4 @@ def test_validate_grader_on_small_real_sets(shared_data, capsys):
     assert st["aime24"]["correct"] == 30 and st["aime24"]["bad_gold"] == 0
     assert "| amc23 | - | - | - | no reference solutions" in out
     with pytest.raises(SystemExit, match="--data-dir"):
-        ev.validate_grader("", ["aime24"])
+        tasks.validate_grader("", ["aime24"])
