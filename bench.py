@@ -17,6 +17,7 @@ the code paths. `step`: the same RL step on a real model (SmolLM2-135M-Instruct 
 prompts in its chat template. Elsewhere: the one GPU check, which runs `kernel` and `e2e` among its steps
 (tools/gpu_check.py), CPU sampling (tools/bench_cpu.py), sandbox throughput (tools/bench_sandbox.py)."""
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -204,21 +205,23 @@ def random_qwen(size, folder, device):
     common.tiny_model()[1].save_pretrained(folder)
 
 
+ROLLOUT_PATHS = {"naive": ("naive (peft, unmerged)", False), "fast": ("fast (merged, static)", True),
+                 "peft": ("peft, static cache", True)}  # --paths: (row name, static KV cache)
+
+
 def _rollout_rows(model, gen, tok, args, device):
-    """Tokens/s of the naive and the fast path at each batch size (one warm-up call each first)."""
+    """Tokens/s of each --paths at each batch size, after a warm-up call; `peft`: docs/performance.md (7B)."""
     import common
     rows = []
     for seqs in args.seqs:
         prompts = [" ".join(["sum"] + [str(i % 10) for i in range(31)])] * (seqs // 8)  # 32 tokens, 8 samples
-        for path, policy, static in (("naive (peft, unmerged)", model, False),
-                                     ("fast (merged, static)", gen, True)):
+        for key in args.paths:
+            (path, static), policy = ROLLOUT_PATHS[key], gen if key == "fast" else model
             if policy is None:
                 rows.append(dict(path=path, seqs=seqs, tok_s=None, note="no room for a generation copy"))
                 continue
-
-            def run(policy=policy, static=static):
-                return common.sample(policy, tok, prompts, 8, args.new_tokens, static_cache=static)
-
+            run = functools.partial(common.sample, policy, tok, prompts, 8, args.new_tokens,
+                                    static_cache=static)
             run()  # warm-up / compile
             ro, sec = _timed(run, device)
             rows.append(dict(path=path, seqs=seqs, tok_s=ro.mask.sum().item() / sec, seconds=sec))
@@ -429,6 +432,8 @@ def main(argv=None):
                    help="bases: bf16 (unquantised, in --dtype), nf4")
     e.add_argument("--seqs", type=ints, default=[64, 256], help="rollout batch sizes (multiples of 8)")
     e.add_argument("--new-tokens", type=int, default=128, help="new tokens per sequence in the rollout rows")
+    e.add_argument("--paths", type=lambda s: s.split(","), default=["naive", "fast"],
+                   help="rollout paths: naive,fast (default) and peft (static cache through the peft model)")
     st = add("step", bench_step, "one RL step on a real model by phase, the update as graded and all mixed")
     st.add_argument("--model", required=True, help="a Hugging Face model folder (or hub id)")
     st.add_argument("--prompts", type=int, default=4, help="GSM8K test problems 1..N (at most 8), 8 samples")

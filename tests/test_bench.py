@@ -21,14 +21,15 @@ def bench(*args):
 def test_e2e_code_paths_on_cpu(tmp_path):
     out = tmp_path / "e2e.json"
     p = bench("e2e", "--sizes", "tiny", "--quant", "bf16,nf4", "--device", "cpu", "--seqs", 8, "--new-tokens", 4,
-              "--step-tokens", 4, "--steps", 1, "--json", out)
+              "--step-tokens", 4, "--steps", 1, "--paths", "naive,fast,peft", "--json", out)
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["dtype"] == "fp32"  # --dtype auto on CPU
     results = report["results"]
     assert [(r["size"], r["quant"]) for r in results] == [("tiny", "bf16"), ("tiny", "nf4")]
     for r in results:
-        assert {x["path"] for x in r["rollouts"]} == {"naive (peft, unmerged)", "fast (merged, static)"}
+        assert [x["path"] for x in r["rollouts"]] == ["naive (peft, unmerged)", "fast (merged, static)",
+                                                      "peft, static cache"]
         assert all(x["tok_s"] > 0 for x in r["rollouts"])
         assert set(r["step_seconds"]) == STEP_KEYS
         assert all(r["step_seconds"][k] > 0 for k in STEP_KEYS - {"skippable"})
