@@ -204,8 +204,7 @@ def config_for(name: str):
         size = common.QWEN.fullmatch(name) or common.QWEN.fullmatch(source.removeprefix("Qwen/"))
         if size and size.group(2) in QWEN25:
             return Qwen2Config(**QWEN25[size.group(2)])
-        raise SystemExit(f"error: cannot read the config of {source!r}: "
-                         f"{(str(e) or type(e).__name__).splitlines()[0]}") from None
+        raise SystemExit(f"error: cannot read the config of {source!r}: {common.first_line(e)}") from None
 
 
 PROMPT_TOKENS = 256  # --dry-run's prompt length: no tokenizer or data read (a GSM8K prompt: ~100-200 tokens)
